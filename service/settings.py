@@ -1,0 +1,127 @@
+"""The service's settings: every environment variable it reads, typed and validated in one place."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_ID = "jinaai/jina-reranker-v1-tiny-en"
+
+
+class Environment(str, Enum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    """Read from the environment (and a `.env` file in the working directory, if any)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    rerank_model: str = Field(DEFAULT_MODEL_ID, alias="RERANK_MODEL", description="Hugging Face model id")
+    rerank_model_path: str | None = Field(
+        None,
+        alias="RERANK_MODEL_PATH",
+        description="Local model directory; wins over RERANK_MODEL. Relative paths resolve against the project root.",
+    )
+    rerank_model_revision: str | None = Field(None, alias="RERANK_MODEL_REVISION")
+    rerank_device: Literal["cpu", "cuda", "auto"] = Field("cpu", alias="RERANK_DEVICE")
+    rerank_max_length: int = Field(512, alias="RERANK_MAX_LENGTH", ge=16, le=8192)
+    rerank_max_documents: int = Field(1000, alias="RERANK_MAX_DOCUMENTS", ge=1)
+    rerank_max_body_bytes: int = Field(2 * 1024 * 1024, alias="RERANK_MAX_BODY_BYTES", ge=1024)
+    # Inference engine (see service/engine and benchmarks/RESULTS.md for why these defaults).
+    rerank_batch_tokens: int = Field(16384, alias="RERANK_BATCH_TOKENS", ge=512,
+                                     description="Padded tokens per forward pass")
+    rerank_max_wait_ms: float = Field(2.0, alias="RERANK_MAX_WAIT_MS", ge=0, le=1000,
+                                      description="How long a forward pass waits for more requests to join it")
+    rerank_precision: Literal["auto", "fp32", "bf16"] = Field("auto", alias="RERANK_PRECISION")
+    rerank_backend: Literal["auto", "torch", "onnx"] = Field("auto", alias="RERANK_BACKEND")
+    rerank_threads: int | None = Field(None, alias="RERANK_THREADS", ge=1,
+                                       description="Intra-op threads per worker; default: cores / workers")
+    hf_home: str | None = Field(None, alias="HF_HOME")
+    environment: Environment = Field(Environment.development, alias="ENVIRONMENT")
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="CORS_ALLOWED_ORIGINS"
+    )
+    port: int = Field(8000, alias="PORT", ge=1, le=65535)
+    host: str = Field("0.0.0.0", alias="HOST")
+    web_concurrency: int = Field(1, alias="WEB_CONCURRENCY", ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("rerank_model_path", "hf_home", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.production
+
+    @cached_property
+    def model_path(self) -> Path | None:
+        """RERANK_MODEL_PATH as an absolute path (forward slashes work on every OS)."""
+        if not self.rerank_model_path:
+            return None
+        path = Path(self.rerank_model_path.replace("\\", "/")).expanduser()
+        return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+
+    @property
+    def model_display_name(self) -> str:
+        return str(self.model_path) if self.model_path else self.rerank_model
+
+
+class SettingsError(RuntimeError):
+    """Raised with a message naming the offending variable and what it accepts."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(part) for part in err["loc"]) or "settings"
+            problems.append(f"{name}={err.get('input')!r}: {err['msg']}")
+        raise SettingsError("Invalid configuration: " + "; ".join(problems)) from None
+
+
+def cpu_count_available() -> int:
+    """CPUs this process may use: cgroup quota (containers) and affinity aware."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = max(1, min(count, int(quota + 0.999)))
+    return count
+
+
+def _cgroup_cpu_quota() -> float | None:
+    v2 = Path("/sys/fs/cgroup/cpu.max")
+    try:
+        if v2.exists():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1_quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+        v1_period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        if v1_quota.exists() and v1_period.exists():
+            quota_us = int(v1_quota.read_text())
+            return None if quota_us <= 0 else quota_us / int(v1_period.read_text())
+    except (OSError, ValueError):
+        return None
+    return None
