@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, alias="PORT", ge=1, le=65535)
     host: str = Field("0.0.0.0", alias="HOST")
     web_concurrency: int = Field(1, alias="WEB_CONCURRENCY", ge=1, le=64)
+    prometheus_multiproc_dir: str | None = Field(
+        None, alias="PROMETHEUS_MULTIPROC_DIR",
+        description="Set by `python -m service` when WEB_CONCURRENCY > 1 so /metrics aggregates workers")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
 
     @field_validator("cors_allowed_origins", mode="before")

@@ -1,0 +1,1 @@
+"""HTTP layer: routes, request/response schemas, limits and error mapping. Never touches a tensor."""

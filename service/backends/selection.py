@@ -1,0 +1,36 @@
+"""Which backend and precision to run, and why. `auto` picks the fastest option whose scores stay
+within the fidelity bounds (tests/service/test_fidelity.py) on the CPU it runs on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: str  # "torch" | "onnx"
+    precision: str  # "fp32" | "bf16"
+    reason: str
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: bf16 matmuls run natively instead of being emulated (and slower than fp32)."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def choose_backend(*, backend: str, precision: str, device: str) -> BackendChoice:
+    if backend == "onnx":
+        if precision == "bf16":
+            raise ValueError("RERANK_PRECISION=bf16 is not available with RERANK_BACKEND=onnx; use fp32 or auto")
+        return BackendChoice("onnx", "fp32", "RERANK_BACKEND=onnx")
+    if precision != "auto":
+        return BackendChoice("torch", precision, f"RERANK_PRECISION={precision}")
+    if device != "cpu":
+        return BackendChoice("torch", "fp32", f"device {device}: fp32")
+    if cpu_has_native_bf16():
+        return BackendChoice("torch", "bf16", "CPU has native bf16 (AVX-512 BF16/AMX)")
+    return BackendChoice("torch", "fp32", "CPU has no native bf16: fp32")

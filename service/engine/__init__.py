@@ -1,0 +1,1 @@
+"""Tokenize, batch and schedule: everything between an HTTP request and a backend's forward pass."""

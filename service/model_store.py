@@ -1,0 +1,178 @@
+"""Where the model comes from and how it is loaded: one code path for Hub ids and local directories.
+
+Scripts (download_models.py, download_reranker_local.py), the image build and the service all load
+through `load_cross_encoder`, so what the build proves is what the service runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # importing sentence-transformers costs seconds; keep it out of light imports
+    from sentence_transformers import CrossEncoder
+
+    from service.settings import Settings
+
+logger = logging.getLogger("service.model")
+
+DOWNLOAD_COMMAND = "python scripts/download_models.py --model {model}"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The model is not on disk and this environment may not download it (or the download failed)."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model id on the Hub, or a local directory (which wins when both are configured)."""
+
+    model_id: str
+    path: Path | None = None
+    revision: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelSource:
+        return cls(model_id=settings.rerank_model, path=settings.model_path,
+                   revision=settings.rerank_model_revision)
+
+    @property
+    def name_or_path(self) -> str:
+        return str(self.path) if self.path else self.model_id
+
+    @property
+    def display(self) -> str:
+        return str(self.path) if self.path else self.model_id
+
+
+def read_model_config(source: ModelSource, *, local_files_only: bool) -> dict[str, Any]:
+    """The model's config.json as a dict (from the directory, or from the Hub cache / Hub)."""
+    if source.path is not None:
+        config_file = source.path / "config.json"
+        if not config_file.is_file():
+            raise ModelNotAvailableError(
+                f"RERANK_MODEL_PATH={source.path} has no config.json: it is not a model directory. "
+                f"Create one with: python scripts/download_reranker_local.py --output-dir {source.path}"
+            )
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            config_file = Path(hf_hub_download(source.model_id, "config.json", revision=source.revision,
+                                               local_files_only=local_files_only))
+        except LocalEntryNotFoundError:
+            raise ModelNotAvailableError(missing_model_message(source)) from None
+        except (HfHubHTTPError, OSError) as exc:
+            raise ModelNotAvailableError(
+                f"Could not fetch {source.model_id} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+                f"Check the network/proxy (HTTPS_PROXY) and HF_TOKEN, or pre-download it elsewhere with "
+                f"{DOWNLOAD_COMMAND.format(model=source.model_id)} and copy HF_HOME over."
+            ) from None
+    return json.loads(config_file.read_text(encoding="utf-8"))
+
+
+def missing_model_message(source: ModelSource) -> str:
+    return (
+        f"Model {source.model_id} is not on disk (Hugging Face cache: {hf_cache_dir()}) and "
+        f"ENVIRONMENT=production never downloads. Pre-download it with: "
+        f"{DOWNLOAD_COMMAND.format(model=source.model_id)} "
+        f"(or set RERANK_MODEL_PATH to a directory made by python scripts/download_reranker_local.py)."
+    )
+
+
+def hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def uses_alibi(config: dict[str, Any]) -> bool:
+    return config.get("position_embedding_type") == "alibi"
+
+
+def effective_max_length(config: dict[str, Any], requested: int) -> int:
+    """Tokens per pair. ALiBi models accept any length (their buffer is capped to it); models with
+    learned position embeddings cannot go past their table."""
+    if uses_alibi(config):
+        return requested
+    table = config.get("max_position_embeddings")
+    if isinstance(table, int) and table > 0:
+        # RoBERTa-style models offset positions by padding_idx + 1.
+        usable = table - (config["pad_token_id"] + 1 if config.get("model_type") in {"roberta", "xlm-roberta"}
+                          and isinstance(config.get("pad_token_id"), int) else 0)
+        if requested > usable:
+            logger.warning("RERANK_MAX_LENGTH=%d exceeds the model's %d positions; using %d",
+                           requested, usable, usable)
+            return usable
+    return requested
+
+
+def config_overrides(config: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """JinaBERT builds an ALiBi bias of heads x max_position^2 floats at construction (3.2 GB at 8,192):
+    cap it to what we will ever feed it. Never cap learned position embeddings (the weights would not fit)."""
+    if uses_alibi(config) and int(config.get("max_position_embeddings") or 0) > max_length:
+        return {"max_position_embeddings": max_length}
+    return {}
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelNotAvailableError(
+            "RERANK_DEVICE=cuda but torch sees no CUDA device (this image ships CPU-only torch). "
+            "Use RERANK_DEVICE=cpu or auto."
+        )
+    return requested
+
+
+def load_cross_encoder(source: ModelSource, *, device: str = "cpu", max_length: int = 512,
+                       local_files_only: bool = False) -> tuple[CrossEncoder, int]:
+    """Load the model exactly as the service runs it. Returns the model and the tokens-per-pair cap."""
+    if source.path is not None:
+        logger.info("Using local model path: %s", source.path)
+        logger.info("Loading reranker model from local directory: %s", source.path)
+        if not source.path.is_dir():
+            raise ModelNotAvailableError(
+                f"RERANK_MODEL_PATH={source.path} does not exist. Create it with: "
+                f"python scripts/download_reranker_local.py --output-dir {source.path}"
+            )
+    else:
+        logger.info("Loading %s model...", source.model_id)
+
+    config = read_model_config(source, local_files_only=local_files_only)
+    max_length = effective_max_length(config, max_length)
+    overrides = config_overrides(config, max_length)
+    if overrides:
+        logger.info("ALiBi model: capping max_position_embeddings %s -> %d (RERANK_MAX_LENGTH)",
+                    config.get("max_position_embeddings"), max_length)
+
+    from sentence_transformers import CrossEncoder
+
+    try:
+        model = CrossEncoder(
+            source.name_or_path,
+            device=resolve_device(device),
+            max_length=max_length,
+            trust_remote_code=True,
+            revision=None if source.path else source.revision,
+            local_files_only=local_files_only,
+            config_kwargs=overrides or None,
+        )
+    except OSError as exc:  # missing weights/tokenizer/remote code offline
+        if local_files_only:
+            raise ModelNotAvailableError(f"{missing_model_message(source)} ({exc})") from None
+        raise
+    model.eval()
+
+    if source.path is not None:
+        logger.info("Local reranker model loaded successfully from: %s", source.path)
+    else:
+        logger.info("%s model loaded successfully", source.model_id)
+    return model, max_length
