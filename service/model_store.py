@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,6 +92,19 @@ def hf_cache_dir() -> str:
     return constants.HF_HUB_CACHE
 
 
+def enforce_hub_offline() -> None:
+    """Production never downloads. `local_files_only` alone is not enough: some lookups inside
+    transformers/sentence-transformers (processor configs) ignore it and retry the Hub for a minute.
+    The libraries read their offline switch once, at import: set it for this process and any child,
+    and flip the already-imported constants."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    if (constants := sys.modules.get("huggingface_hub.constants")) is not None:
+        constants.HF_HUB_OFFLINE = True
+    if (hub := sys.modules.get("transformers.utils.hub")) is not None:
+        hub._is_offline_mode = True
+
+
 def uses_alibi(config: dict[str, Any]) -> bool:
     return config.get("position_embedding_type") == "alibi"
 
@@ -145,6 +160,8 @@ def load_cross_encoder(source: ModelSource, *, device: str = "cpu", max_length: 
             )
     else:
         logger.info("Loading %s model...", source.model_id)
+    if local_files_only:
+        enforce_hub_offline()
 
     config = read_model_config(source, local_files_only=local_files_only)
     max_length = effective_max_length(config, max_length)

@@ -102,26 +102,26 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError("Invalid configuration: " + "; ".join(problems)) from None
 
 
-def cpu_count_available() -> int:
+def cpu_count_available(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """CPUs this process may use: cgroup quota (containers) and affinity aware."""
     try:
         count = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         count = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
+    quota = _cgroup_cpu_quota(cgroup_root)
     if quota is not None:
         count = max(1, min(count, int(quota + 0.999)))
     return count
 
 
-def _cgroup_cpu_quota() -> float | None:
-    v2 = Path("/sys/fs/cgroup/cpu.max")
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    v2 = root / "cpu.max"
     try:
         if v2.exists():
             quota, period = v2.read_text().split()[:2]
             return None if quota == "max" else int(quota) / int(period)
-        v1_quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-        v1_period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        v1_quota = root / "cpu" / "cpu.cfs_quota_us"
+        v1_period = root / "cpu" / "cpu.cfs_period_us"
         if v1_quota.exists() and v1_period.exists():
             quota_us = int(v1_quota.read_text())
             return None if quota_us <= 0 else quota_us / int(v1_period.read_text())

@@ -1,0 +1,160 @@
+"""Loading: the runbook's log lines, production's offline-only rule, the ALiBi buffer cap, remote code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from service.model_store import ModelNotAvailableError, ModelSource, config_overrides, effective_max_length, \
+    load_cross_encoder, resolve_device
+from service.settings import PROJECT_ROOT
+from tests.service.conftest import free_port
+from tests.support.hub_cache import install_in_hub_cache
+from tests.support.model_factory import build_alibi_reranker, build_external_code_repo
+
+REAL_ID = "jinaai/jina-reranker-v1-tiny-en"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "RERANK_", "TRANSFORMERS_")) and k not in {"ENVIRONMENT", "PORT"}}
+    env.update(extra)
+    return env
+
+
+def test_local_path_log_lines(caplog, bert_model_dir):
+    caplog.set_level(logging.INFO, logger="service")
+    load_cross_encoder(ModelSource(REAL_ID, path=bert_model_dir), local_files_only=True)
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("service")]
+    expected = [f"Using local model path: {bert_model_dir}",
+                f"Loading reranker model from local directory: {bert_model_dir}",
+                f"Local reranker model loaded successfully from: {bert_model_dir}"]
+    assert [m for m in messages if m in expected] == expected
+
+
+def run_service(env: dict[str, str], timeout: float = 90.0) -> tuple[int | None, str, dict | None]:
+    """Start `python -m service`; return (exit code or None if it served, stderr, health body)."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=PROJECT_ROOT, env={**env, "PORT": str(port)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    health = None
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/health/", timeout=2)
+                if response.status_code == 200:
+                    health = response.json()
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    finally:
+        code = process.poll()
+        if code is None:
+            process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    return code, stderr, health
+
+
+def test_production_loads_a_cached_hub_model_offline_with_the_runbook_log_lines(tmp_path, bert_model_dir):
+    install_in_hub_cache(bert_model_dir, tmp_path / "hf", REAL_ID)
+    code, stderr, health = run_service(clean_env(HF_HOME=str(tmp_path / "hf"), ENVIRONMENT="production"))
+    assert code is None, stderr
+    assert health == {"status": "healthy", "version": "2.0.0"}
+    loading = stderr.index(f"Loading {REAL_ID} model...")
+    assert stderr.index(f"{REAL_ID} model loaded successfully") > loading
+
+
+def test_production_without_the_model_exits_with_the_fix(tmp_path):
+    code, stderr, _ = run_service(clean_env(HF_HOME=str(tmp_path / "empty"), ENVIRONMENT="production"))
+    assert code == 1
+    assert f"Model {REAL_ID} is not on disk" in stderr
+    assert f"python scripts/download_models.py --model {REAL_ID}" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_production_under_uvicorn_also_refuses_to_start(tmp_path):
+    env = clean_env(HF_HOME=str(tmp_path / "empty"), ENVIRONMENT="production")
+    result = subprocess.run([sys.executable, "-m", "uvicorn", "service.main:app", "--port", str(free_port())],
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"python scripts/download_models.py --model {REAL_ID}" in result.stderr
+
+
+def test_missing_local_directory_names_the_fix(tmp_path):
+    with pytest.raises(ModelNotAvailableError, match="download_reranker_local.py --output-dir"):
+        load_cross_encoder(ModelSource(REAL_ID, path=tmp_path / "nope"), local_files_only=True)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ModelNotAvailableError, match="RERANK_DEVICE=cuda"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == "cpu"
+
+
+def test_alibi_buffer_is_capped_to_max_length(alibi_model_dir):
+    model, max_length = load_cross_encoder(ModelSource(REAL_ID, path=alibi_model_dir), max_length=512,
+                                           local_files_only=True)
+    heads = model.model.config.num_attention_heads
+    buffers = [b for name, b in model.model.named_buffers() if name.endswith("alibi")]
+    assert buffers and all(tuple(b.shape) == (1, heads, 512, 512) for b in buffers)
+    assert model.model.config.max_position_embeddings == 512 == max_length
+
+
+def test_learned_position_embeddings_are_never_capped(bert_model_dir):
+    config = json.loads((bert_model_dir / "config.json").read_text())
+    assert config_overrides(config, 128) == {}
+    assert effective_max_length(config, 1024) == config["max_position_embeddings"]
+    model, max_length = load_cross_encoder(ModelSource(REAL_ID, path=bert_model_dir), max_length=1024,
+                                           local_files_only=True)
+    assert max_length == 512 and model.model.config.max_position_embeddings == 512
+
+
+PEAK_RSS = """
+import json, resource, sys
+from pathlib import Path
+from service.model_store import ModelSource, load_cross_encoder
+model, _ = load_cross_encoder(ModelSource("x", path=Path(sys.argv[1])), max_length=int(sys.argv[2]),
+                              local_files_only=True)
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def test_the_cap_keeps_the_alibi_buffer_out_of_memory(alibi_model_dir):
+    """Uncapped, 4 heads x 8,192^2 float32 = 1 GiB are allocated at load (12 heads: 3.2 GB, the real model)."""
+    def peak(max_length: int) -> float:
+        result = subprocess.run([sys.executable, "-c", PEAK_RSS, str(alibi_model_dir), str(max_length)],
+                                cwd=PROJECT_ROOT, env=clean_env(HF_HUB_OFFLINE="1"), capture_output=True,
+                                text=True, timeout=300, check=True)
+        return json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"]
+
+    capped, uncapped = peak(512), peak(8192)
+    print(f"\npeak RSS loading the ALiBi test model: capped at 512: {capped:.0f} MB, at 8,192: {uncapped:.0f} MB")
+    assert uncapped - capped > 900
+
+
+def test_remote_code_in_a_second_repository_loads_offline(tmp_path):
+    model_dir = build_alibi_reranker(tmp_path / "model", auto_map="external")
+    hf_home = tmp_path / "hf"
+    build_external_code_repo(hf_home)
+    assert not list(model_dir.glob("*.py"))
+    code = ("import sys; from pathlib import Path; from service.model_store import ModelSource, load_cross_encoder;"
+            "m, _ = load_cross_encoder(ModelSource('x', path=Path(sys.argv[1])), local_files_only=True);"
+            "print(float(m.predict([('a query', 'a document')])[0]))")
+    result = subprocess.run([sys.executable, "-c", code, str(model_dir)], cwd=PROJECT_ROOT,
+                            env=clean_env(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1"), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert 0.0 <= float(result.stdout.strip().splitlines()[-1]) <= 1.0
