@@ -46,7 +46,7 @@ define require_pulumi
 	@command -v pulumi >/dev/null || { echo "error: the Pulumi CLI is not installed: see https://www.pulumi.com/docs/install/ (curl -fsSL https://get.pulumi.com | sh)" >&2; exit 1; }
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "error: no Docker engine is reachable: install Docker and start it (docker info must work)" >&2; exit 1; }
 	@mkdir -p $(PULUMI_STATE_DIR)
-	pulumi login --local file://$(PULUMI_STATE_DIR) >/dev/null
+	pulumi login file://$(PULUMI_STATE_DIR) >/dev/null
 	pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK)
 endef
 

@@ -1,0 +1,852 @@
+"""The stack settings: every `reranker:*` key, read once into one typed object and validated.
+
+`load()` is what the Pulumi program calls. It reads the stack's configuration through the Pulumi
+runtime, checks every value and raises `ConfigError` (a `pulumi.RunError`, so `pulumi preview` prints
+the message without a stack trace) listing each problem with the key and the command that fixes it.
+Nothing is declared before this succeeds.
+
+`load_stack_file()` parses a `Pulumi.<stack>.yaml` with the same rules, without the Pulumi engine (for
+the Render Blueprint generator and for the Docker integration test). Encrypted `secure:` values cannot
+be decrypted there: they count as present, their value is unknown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pulumi
+import yaml
+
+from infra import sizing
+
+PROJECT = "reranker"  # Pulumi.yaml `name`: the config namespace of every key below
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HEALTH_PATH = "/api/health/"
+
+TARGETS = ("docker", "render")
+ENVIRONMENTS = ("development", "production")
+DEVICES = ("cpu", "cuda", "auto")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+RENDER_REGIONS = ("oregon", "ohio", "virginia", "frankfurt", "singapore")
+# Render registry-credential types, by registry host.
+RENDER_REGISTRY_TYPES = {
+    "ghcr.io": "GITHUB",
+    "docker.io": "DOCKER",
+    "index.docker.io": "DOCKER",
+    "registry-1.docker.io": "DOCKER",
+    "registry.gitlab.com": "GITLAB",
+}
+
+_ENCRYPTED = object()  # a `secure:` value read from a stack file: present, but not decryptable here
+
+
+class ConfigError(pulumi.RunError, ValueError):
+    """Invalid stack settings. The message lists every problem, each naming its key and the fix."""
+
+    def __init__(self, problems: list[str], source: str = "the stack configuration") -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in {source}:\n{lines}")
+
+
+class Secret:
+    """A secret setting. Its value is never part of a repr, a log line or an error message."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value
+
+    @property
+    def known(self) -> bool:
+        """False for a `secure:` value read from a stack file without the Pulumi engine."""
+        return self._value is not None
+
+    def reveal(self) -> str:
+        if self._value is None:
+            raise ValueError("this secret is encrypted in the stack file; only `pulumi up` can decrypt it")
+        return self._value
+
+    def as_output(self) -> pulumi.Output[str]:
+        return pulumi.Output.secret(self.reveal())
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Key:
+    """One `reranker:<name>` setting, as documented in the README table and env.template."""
+
+    name: str
+    help: str
+    secret: bool = False
+    env: str | None = None  # the container variable it becomes, for the settings that map 1:1
+
+
+# The deployment guide's variables: passed to the container unchanged.
+GUIDE_KEYS: tuple[Key, ...] = (
+    Key("llmApiKey", "API key of the LLM provider", secret=True, env="LLM_API_KEY"),
+    Key("llmModelComplex", "LLM model id for complex tasks", env="LLM_MODEL_COMPLEX"),
+    Key("llmModelLightweight", "LLM model id for lightweight tasks", env="LLM_MODEL_LIGHTWEIGHT"),
+    Key("supabaseUrl", "Supabase project URL", env="SUPABASE_URL"),
+    Key("supabaseAnonKey", "Supabase anon (public) API key", secret=True, env="SUPABASE_ANON_KEY"),
+    Key("supabaseServiceRoleKey", "Supabase service-role key", secret=True, env="SUPABASE_SERVICE_ROLE_KEY"),
+    Key("supabaseJwtPublicKey", "Supabase JWT public key (PEM)", env="SUPABASE_JWT_PUBLIC_KEY"),
+    Key("supabaseJwtSecret", "Supabase JWT secret", secret=True, env="SUPABASE_JWT_SECRET"),
+)
+PROD_REQUIRED_SECRETS = ("llmApiKey", "supabaseAnonKey", "supabaseServiceRoleKey", "supabaseJwtSecret")
+
+KEYS: tuple[Key, ...] = (
+    Key("target", "Where the service runs: `docker` (a Docker engine) or `render`"),
+    Key("environment", "`development` or `production`", env="ENVIRONMENT"),
+    Key("memoryMb", "Memory limit in MB; must hold workers x footprint + headroom (infra/sizing.py)"),
+    Key("workers", "Uvicorn worker processes", env="WEB_CONCURRENCY"),
+    Key("cpus", "CPU limit for the Docker container (on Render it also picks the plan)"),
+    Key("port", "Port the service listens on inside the container", env="PORT"),
+    Key("hostPort", "Port published on the Docker host (default: `port`)"),
+    Key("bindAddress", "Host address the port is published on (127.0.0.1 local, 0.0.0.0 remote)"),
+    Key("publicHost", "Host name in the `url` output (default: localhost, or the dockerHost's host)"),
+    Key("dockerHost", "Remote Docker engine, e.g. `ssh://deploy@203.0.113.10`; unset: the local engine"),
+    Key("dockerSshOpts", "Extra ssh options for an ssh:// dockerHost (list)"),
+    Key("corsAllowedOrigins", "Allowed CORS origins (list or comma separated)", env="CORS_ALLOWED_ORIGINS"),
+    Key("rerankDevice", "`cpu`, `cuda` or `auto`", env="RERANK_DEVICE"),
+    Key("rerankMaxLength", "Tokens per query+document pair (16-8192)", env="RERANK_MAX_LENGTH"),
+    Key("logLevel", "`debug`, `info`, `warning` or `error`", env="LOG_LEVEL"),
+    Key("readOnlyRootFilesystem", "Run the container with a read-only root filesystem and a tmpfs /tmp"),
+    Key("startPeriodSeconds", "Health-check grace period for model loading and warm-up"),
+    Key("imageName", "Image reference; a registry path for remote Docker hosts and Render"),
+    Key("buildImage", "Build the image from the Dockerfile (`false`: deploy imageName as is)"),
+    Key("imageBuildArgs", "Docker build arguments (map; keys must be ARGs of the Dockerfile)"),
+    Key("imagePlatform", "Build platform (default linux/amd64 for remote hosts and Render)"),
+    Key("dockerfile", "Dockerfile path, relative to the repository root"),
+    Key("registryServer", "Registry host for pushing/pulling (default: imageName's host)"),
+    Key("registryUsername", "Registry user name"),
+    Key("registryPassword", "Registry password or token", secret=True),
+    Key("renderOwnerId", "Render workspace (owner) id, `tea-...` or `usr-...`"),
+    Key("renderServiceName", "Render service name (default `reranker-<stack>`)"),
+    Key("renderRegion", "Render region: " + ", ".join(RENDER_REGIONS)),
+    Key("renderInstances", "Number of Render instances"),
+    Key("renderAutoDeploy", "Render auto-deploy (`true`/`false`)"),
+    Key("renderPlan", "Force a Render plan instead of deriving it from memoryMb"),
+    Key("renderRegistryCredentialId", "Existing Render registry credential id (`rgc-...`)"),
+    Key("renderRegistryCredentialName", "Registry credential name the Blueprint refers to"),
+    Key("env", "Extra plain environment variables (map NAME: value)"),
+    Key("secretEnv", "Extra secret environment variables: one JSON map set with --secret", secret=True),
+    Key(
+        "requiredSecrets",
+        "Secret keys the stack refuses to deploy without (production default: the guide's keys)",
+    ),
+    *GUIDE_KEYS,
+)
+KEYS_BY_NAME = {key.name: key for key in KEYS}
+SECRET_KEYS = frozenset(key.name for key in KEYS if key.secret)
+
+# Variables the typed keys own: `env` may not set them (it would silently fight the typed key).
+MANAGED_ENV = {key.env: key.name for key in KEYS if key.env}
+_SECRET_LOOKING = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY|CREDENTIAL)")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class RawConfig:
+    """A stack's `reranker:*` values as the Pulumi engine hands them to a program: strings
+    (numbers and booleans as text, lists and maps as JSON)."""
+
+    stack: str
+    values: Mapping[str, Any]  # key (no namespace) -> str, or _ENCRYPTED
+    secret_keys: frozenset[str]  # keys (no namespace) stored encrypted
+    source: str  # for messages, e.g. "Pulumi.prod.yaml"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The validated settings of one stack."""
+
+    stack: str
+    target: str
+    environment: str
+    memory_mb: int
+    workers: int
+    cpus: float | None
+    port: int
+    host_port: int
+    bind_address: str
+    public_host: str
+    docker_host: str | None
+    docker_ssh_opts: tuple[str, ...]
+    cors_allowed_origins: tuple[str, ...]
+    rerank_device: str
+    rerank_max_length: int
+    log_level: str
+    read_only_root_filesystem: bool
+    start_period_seconds: int
+    image_name: str
+    build_image: bool
+    image_build_args: Mapping[str, str]
+    image_platform: str | None
+    dockerfile: Path
+    registry_server: str | None
+    registry_username: str | None
+    registry_password: Secret | None
+    render_owner_id: str | None
+    render_service_name: str
+    render_region: str
+    render_instances: int
+    render_auto_deploy: bool
+    render_plan: sizing.RenderPlan | None
+    render_registry_credential_id: str | None
+    render_registry_credential_name: str | None
+    plain_env: Mapping[str, str]  # guide variables and `env` extras, by variable name
+    secret_env: Mapping[str, Secret]  # guide secrets and `secretEnv` extras, by variable name
+    required_secrets: tuple[str, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def is_remote_docker(self) -> bool:
+        return (
+            self.target == "docker"
+            and self.docker_host is not None
+            and not self.docker_host.startswith("unix://")
+        )
+
+    @property
+    def pushes_image(self) -> bool:
+        """Whether the built image goes to a registry (anything but the local Docker engine)."""
+        return self.build_image and (self.target == "render" or self.is_remote_docker)
+
+    @property
+    def context_dir(self) -> Path:
+        return REPO_ROOT
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def load() -> StackConfig:
+    """Read and validate the current stack's settings through the Pulumi runtime."""
+    return parse(raw_from_pulumi())
+
+
+def load_stack_file(stack: str, path: Path | None = None, *, deploy: bool = True) -> StackConfig:
+    """Read and validate `Pulumi.<stack>.yaml` without the Pulumi engine (secure values stay unknown).
+
+    `deploy=False` skips the checks that only matter to `pulumi up` from this machine (the Render owner
+    id, the image-name placeholder, the presence of required secrets, the Dockerfile): the Render
+    Blueprint is applied from Render's dashboard, which asks for those itself."""
+    return parse(raw_from_stack_file(stack, path), deploy=deploy)
+
+
+def raw_from_pulumi() -> RawConfig:
+    from pulumi.runtime import config as runtime_config
+
+    prefix = PROJECT + ":"
+    merged: dict[str, Any] = dict(runtime_config.get_config_env())
+    merged.update(runtime_config.CONFIG.get())
+    secret_full_keys = set(runtime_config.get_config_secret_keys_env()) | set(
+        runtime_config._SECRET_KEYS.get()  # noqa: SLF001 - the only place the runtime keeps them
+    )
+    values = {k[len(prefix) :]: str(v) for k, v in merged.items() if k.startswith(prefix)}
+    secrets = frozenset(k[len(prefix) :] for k in secret_full_keys if k.startswith(prefix))
+    stack = pulumi.get_stack()
+    return RawConfig(stack, values, secrets, f"Pulumi.{stack}.yaml")
+
+
+def stack_file(stack: str) -> Path:
+    return REPO_ROOT / f"Pulumi.{stack}.yaml"
+
+
+def raw_from_stack_file(stack: str, path: Path | None = None) -> RawConfig:
+    path = path or stack_file(stack)
+    document = yaml.safe_load(path.read_text()) or {}
+    values: dict[str, Any] = {}
+    secrets: set[str] = set()
+    for full_key, value in (document.get("config") or {}).items():
+        namespace, _, key = str(full_key).partition(":")
+        if namespace != PROJECT or not key:
+            continue
+        if _contains_secure(value):  # `key: {secure: ...}`, or a map holding one
+            values[key] = _ENCRYPTED
+            secrets.add(key)
+        else:
+            values[key] = config_string(value)
+    return RawConfig(stack, values, frozenset(secrets), path.name)
+
+
+def config_string(value: Any) -> str:
+    """The string the Pulumi engine passes to a program for a YAML config value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _contains_secure(value: Any) -> bool:
+    if isinstance(value, dict):
+        return set(value) == {"secure"} or any(_contains_secure(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_contains_secure(v) for v in value)
+    return False
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+class _Reader:
+    """Typed getters that record problems instead of stopping at the first one."""
+
+    def __init__(self, raw: RawConfig) -> None:
+        self.raw = raw
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+        self.read: set[str] = set()
+
+    def problem(self, key: str, message: str) -> None:
+        """Record `reranker:<key>=<value> ...` or `reranker:<key> ...`."""
+        separator = "" if message.startswith("=") else " "
+        self.problems.append(f"{PROJECT}:{key}{separator}{message}")
+
+    def has(self, key: str) -> bool:
+        """Whether the key is set to something (an encrypted value counts)."""
+        value = self.raw.values.get(key)
+        return value is _ENCRYPTED or (value is not None and str(value).strip() != "")
+
+    def _text(self, key: str) -> str | None:
+        self.read.add(key)
+        value = self.raw.values.get(key)
+        if value is _ENCRYPTED:
+            return None
+        if value is None or str(value).strip() == "":
+            return None
+        return str(value).strip()
+
+    def string(
+        self, key: str, default: str | None = None, choices: Iterable[str] | None = None
+    ) -> str | None:
+        value = self._text(key)
+        if value is None:
+            return default
+        if choices is not None and value not in choices:
+            options = ", ".join(choices)
+            self.problem(key, f"={value!r} is not one of: {options} (pulumi config set {key} <one of them>)")
+            return default
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self._text(key)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            self.problem(key, f"={value!r} is not a whole number (pulumi config set {key} {default})")
+            return default
+        if not low <= number <= high:
+            self.problem(key, f"={number} is out of range {low}..{high} (pulumi config set {key} {default})")
+            return default
+        return number
+
+    def number(self, key: str, low: float, high: float) -> float | None:
+        value = self._text(key)
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except ValueError:
+            self.problem(key, f"={value!r} is not a number, e.g. 1.5 (pulumi config set {key} 1.5)")
+            return None
+        if not low < number <= high:
+            self.problem(key, f"={number:g} must be above {low:g} and at most {high:g}")
+            return None
+        return number
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._text(key)
+        if value is None:
+            return default
+        if value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        self.problem(
+            key, f"={value!r} must be true or false (pulumi config set {key} {str(default).lower()})"
+        )
+        return default
+
+    def string_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self._text(key)
+        if value is None:
+            return default
+        if value.startswith("["):
+            try:
+                items = json.loads(value)
+            except json.JSONDecodeError:
+                items = None
+            if not isinstance(items, list) or not all(isinstance(i, (str, int, float)) for i in items):
+                self.problem(
+                    key, f"={value!r} must be a list of strings, e.g. pulumi config set --path '{key}[0]' x"
+                )
+                return default
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+
+    def mapping(self, key: str) -> dict[str, str]:
+        value = self._text(key)
+        if value is None:
+            return {}
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError:
+            items = None
+        if not isinstance(items, dict) or any(isinstance(v, (dict, list)) for v in items.values()):
+            self.problem(key, f"must be a map of NAME: value (pulumi config set --path '{key}.NAME' value)")
+            return {}
+        return {str(k): config_string(v) for k, v in items.items()}
+
+    def secret(self, key: str) -> Secret | None:
+        self.read.add(key)
+        value = self.raw.values.get(key)
+        if value is None:
+            return None
+        if key not in self.raw.secret_keys:
+            self.problem(
+                key,
+                f"is stored in plain text in {self.raw.source}; store it encrypted: "
+                f"pulumi config set --secret {key} <value>",
+            )
+            return None
+        if value is _ENCRYPTED:
+            return Secret(None)
+        if str(value).strip() == "":
+            return None  # an empty secret counts as missing
+        return Secret(str(value))
+
+
+def parse(raw: RawConfig, *, deploy: bool = True) -> StackConfig:
+    """Validate a stack's raw settings; raise ConfigError listing every problem."""
+    r = _Reader(raw)
+    _check_unknown_keys(r)
+
+    target = r.string("target", "docker", TARGETS) or "docker"
+    environment = r.string("environment", "development", ENVIRONMENTS) or "development"
+    workers = r.integer("workers", 1, 1, 64)
+    memory_mb = r.integer("memoryMb", 1024, 128, 1024 * 1024)
+    cpus = r.number("cpus", 0, 256)
+    port = r.integer("port", 8000, 1, 65535)
+    host_port = r.integer("hostPort", port, 1, 65535)
+    docker_host = r.string("dockerHost")
+    docker_ssh_opts = r.string_list("dockerSshOpts")
+    cors = r.string_list("corsAllowedOrigins")
+    rerank_device = r.string("rerankDevice", "cpu", DEVICES) or "cpu"
+    rerank_max_length = r.integer("rerankMaxLength", 512, 16, 8192)
+    log_level = r.string("logLevel", "info", LOG_LEVELS) or "info"
+    read_only = r.boolean("readOnlyRootFilesystem", True)
+    start_period = r.integer("startPeriodSeconds", 120, 5, 3600)
+    build_image = r.boolean("buildImage", True)
+    image_name = r.string("imageName", f"{PROJECT}:{raw.stack}") or f"{PROJECT}:{raw.stack}"
+    image_build_args = r.mapping("imageBuildArgs")
+    dockerfile = REPO_ROOT / (r.string("dockerfile", "Dockerfile") or "Dockerfile")
+    registry_server = r.string("registryServer")
+    registry_username = r.string("registryUsername")
+    registry_password = r.secret("registryPassword")
+    render_owner_id = r.string("renderOwnerId")
+    render_service_name = r.string("renderServiceName", f"{PROJECT}-{raw.stack}") or f"{PROJECT}-{raw.stack}"
+    render_region = r.string("renderRegion", "oregon", RENDER_REGIONS) or "oregon"
+    render_instances = r.integer("renderInstances", 1, 1, 100)
+    render_auto_deploy = r.boolean("renderAutoDeploy", False)
+    render_plan_name = r.string("renderPlan", None, [plan.api_name for plan in sizing.RENDER_PLANS])
+    render_credential_id = r.string("renderRegistryCredentialId")
+    render_credential_name = r.string("renderRegistryCredentialName")
+    extra_env = r.mapping("env")
+    secret_env_raw = r.secret("secretEnv")
+    required_default = PROD_REQUIRED_SECRETS if environment == "production" else ()
+    required_secrets = r.string_list("requiredSecrets", required_default)
+
+    remote = docker_host is not None and not docker_host.startswith("unix://")
+    bind_address = r.string("bindAddress", "0.0.0.0" if remote else "127.0.0.1") or "127.0.0.1"
+    public_host = r.string("publicHost", _host_of(docker_host) if remote else "localhost") or "localhost"
+    platform_default = "linux/amd64" if (target == "render" or remote) else None
+    image_platform = r.string("imagePlatform", platform_default)
+
+    _check_memory(r, memory_mb, workers)
+    if rerank_max_length > sizing.FOOTPRINT_MEASURED_AT_MAX_LENGTH:
+        r.warnings.append(
+            f"{PROJECT}:rerankMaxLength={rerank_max_length} is above the "
+            f"{sizing.FOOTPRINT_MEASURED_AT_MAX_LENGTH} tokens the per-worker footprint was measured at; "
+            "re-measure it (infra/sizing.py) before trusting memoryMb"
+        )
+    _check_docker_host(r, docker_host)
+    _check_cors(r, cors)
+    _check_registry(r, registry_username, r.has("registryPassword"))
+    if target == "render" or remote:
+        _check_registry_image(
+            r, image_name, "Render" if target == "render" else "the remote Docker host", deploy
+        )
+    if build_image:
+        if deploy:
+            _check_dockerfile(r, dockerfile, image_build_args)
+    elif image_build_args:
+        r.problem("imageBuildArgs", "is set but buildImage=false, so nothing is built; remove one of them")
+
+    render_plan = None
+    if target == "render":
+        if render_owner_id is None and deploy:
+            r.problem(
+                "renderOwnerId", "is required for target=render (pulumi config set renderOwnerId tea-...)"
+            )
+        render_plan = _pick_render_plan(r, memory_mb, workers, cpus, render_plan_name)
+        server = registry_server or registry_host(image_name)
+        if registry_username and render_credential_id is None and server not in RENDER_REGISTRY_TYPES:
+            r.problem(
+                "registryServer",
+                f"={server!r} is not a registry Render can hold a credential for "
+                f"({', '.join(sorted(RENDER_REGISTRY_TYPES))}); "
+                "create the credential in the Render dashboard "
+                "and set renderRegistryCredentialId rgc-...",
+            )
+
+    guide_plain, guide_secret = _read_guide_keys(r)
+    secret_env = dict(guide_secret)
+    if secret_env_raw is not None:
+        secret_env.update(_parse_secret_env(r, secret_env_raw))
+    _check_required_secrets(r, required_secrets, raw, deploy)
+
+    plain_env = {**guide_plain, **_check_extra_env(r, extra_env, secret_env)}
+    _check_service_accepts(
+        r,
+        extra_env,
+        {
+            "PORT": str(port),
+            "WEB_CONCURRENCY": str(workers),
+            "ENVIRONMENT": environment,
+            "RERANK_DEVICE": rerank_device,
+            "RERANK_MAX_LENGTH": str(rerank_max_length),
+            "LOG_LEVEL": log_level,
+        },
+    )
+
+    unread = {key.name for key in KEYS} - r.read
+    assert not unread, f"keys declared in KEYS but never parsed: {sorted(unread)}"
+
+    if r.problems:
+        raise ConfigError(r.problems, raw.source)
+    return StackConfig(
+        stack=raw.stack,
+        target=target,
+        environment=environment,
+        memory_mb=memory_mb,
+        workers=workers,
+        cpus=cpus,
+        port=port,
+        host_port=host_port,
+        bind_address=bind_address,
+        public_host=public_host,
+        docker_host=docker_host,
+        docker_ssh_opts=docker_ssh_opts,
+        cors_allowed_origins=cors,
+        rerank_device=rerank_device,
+        rerank_max_length=rerank_max_length,
+        log_level=log_level,
+        read_only_root_filesystem=read_only,
+        start_period_seconds=start_period,
+        image_name=image_name,
+        build_image=build_image,
+        image_build_args=dict(sorted(image_build_args.items())),
+        image_platform=image_platform,
+        dockerfile=dockerfile,
+        registry_server=registry_server or registry_host(image_name),
+        registry_username=registry_username,
+        registry_password=registry_password,
+        render_owner_id=render_owner_id,
+        render_service_name=render_service_name,
+        render_region=render_region,
+        render_instances=render_instances,
+        render_auto_deploy=render_auto_deploy,
+        render_plan=render_plan,
+        render_registry_credential_id=render_credential_id,
+        render_registry_credential_name=render_credential_name,
+        plain_env=dict(sorted(plain_env.items())),
+        secret_env=dict(sorted(secret_env.items())),
+        required_secrets=required_secrets,
+        warnings=tuple(r.warnings),
+    )
+
+
+def _check_unknown_keys(r: _Reader) -> None:
+    for key in sorted(r.raw.values):
+        if key in KEYS_BY_NAME:
+            continue
+        close = difflib.get_close_matches(key, KEYS_BY_NAME, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        r.problem(
+            key,
+            f"is not a setting of this project; {hint}remove it with: pulumi config rm {key} "
+            "(settings: infra/README_SECTION.md)",
+        )
+
+
+def _check_memory(r: _Reader, memory_mb: int, workers: int) -> None:
+    needed = sizing.required_memory_mb(workers)
+    if memory_mb >= needed:
+        return
+    fits = sizing.max_workers_for(memory_mb)
+    alternative = f", or lower workers to {fits} (pulumi config set workers {fits})" if fits >= 1 else ""
+    r.problem(
+        "memoryMb",
+        f"={memory_mb} is too small for {workers} worker{'s' if workers != 1 else ''} x "
+        f"{sizing.WORKER_FOOTPRINT_MB} MB + {sizing.HEADROOM_MB} MB headroom; set memoryMb >= {needed} "
+        f"(pulumi config set memoryMb {needed}){alternative}",
+    )
+
+
+def _pick_render_plan(
+    r: _Reader, memory_mb: int, workers: int, cpus: float | None, forced: str | None
+) -> sizing.RenderPlan | None:
+    needed = sizing.required_memory_mb(workers)
+    if forced is not None:
+        plan = sizing.RENDER_PLANS_BY_NAME[forced]
+        if plan.memory_mb < needed:
+            fitting = sizing.smallest_render_plan(needed)
+            fix = (
+                f"use {fitting.api_name} (pulumi config set renderPlan {fitting.api_name})" if fitting else ""
+            )
+            r.problem(
+                "renderPlan",
+                f"={forced} ({plan.memory_mb} MB) cannot hold {workers} worker(s) x "
+                f"{sizing.WORKER_FOOTPRINT_MB} MB + {sizing.HEADROOM_MB} MB headroom = {needed} MB; {fix}",
+            )
+        elif plan.memory_mb < memory_mb:
+            r.problem(
+                "renderPlan",
+                f"={forced} has {plan.memory_mb} MB, less than memoryMb={memory_mb}; lower memoryMb "
+                f"(pulumi config set memoryMb {plan.memory_mb}) "
+                "or remove renderPlan (pulumi config rm renderPlan)",
+            )
+        if cpus is not None and plan.cpus < cpus:
+            r.problem("cpus", f"={cpus:g} is more than renderPlan={forced} offers ({plan.cpus:g} CPU)")
+        return plan
+    plan = sizing.smallest_render_plan(memory_mb, cpus)
+    if plan is None:
+        largest = sizing.RENDER_PLANS[-1]
+        r.problem(
+            "memoryMb",
+            f"={memory_mb}{f' with cpus={cpus:g}' if cpus else ''} does not fit the largest supported Render "
+            f"plan {largest.api_name} ({largest.memory_mb} MB, {largest.cpus:g} CPU); lower memoryMb "
+            f"(pulumi config set memoryMb {largest.memory_mb}) or workers",
+        )
+    return plan
+
+
+def _host_of(docker_host: str | None) -> str:
+    if not docker_host:
+        return "localhost"
+    return urlsplit(docker_host).hostname or "localhost"
+
+
+def _check_docker_host(r: _Reader, docker_host: str | None) -> None:
+    if docker_host is None:
+        return
+    parts = urlsplit(docker_host)
+    if parts.scheme not in ("ssh", "tcp", "unix") or (parts.scheme != "unix" and not parts.hostname):
+        r.problem(
+            "dockerHost",
+            f"={docker_host!r} must look like ssh://user@host, tcp://host:2376 "
+            "or unix:///var/run/docker.sock "
+            "(pulumi config set dockerHost ssh://deploy@203.0.113.10)",
+        )
+
+
+def _check_cors(r: _Reader, origins: tuple[str, ...]) -> None:
+    for origin in origins:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+            trimmed = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
+            hint = f"; use {trimmed!r}" if trimmed else ""
+            r.problem(
+                "corsAllowedOrigins",
+                f"entry {origin!r} is not an origin (scheme://host[:port], no path or trailing slash){hint}",
+            )
+
+
+def registry_host(image_name: str) -> str | None:
+    """The registry host of an image reference (None for a bare local name like `reranker:dev`)."""
+    first, sep, _ = image_name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io" if sep else None
+
+
+def _check_registry_image(r: _Reader, image_name: str, puller: str, deploy: bool) -> None:
+    if registry_host(image_name) is None:
+        r.problem(
+            "imageName",
+            f"={image_name!r} is a local name, but {puller} pulls the image from a registry; "
+            "use a registry path (pulumi config set imageName ghcr.io/<you>/reranker:latest)",
+        )
+    elif "OWNER" in image_name and deploy:
+        r.problem(
+            "imageName",
+            f"={image_name!r} still has the OWNER placeholder; "
+            "pulumi config set imageName ghcr.io/<your user or org>/reranker:latest",
+        )
+
+
+def _check_registry(r: _Reader, username: str | None, has_password: bool) -> None:
+    if username is not None and not has_password:
+        r.problem(
+            "registryPassword",
+            "is needed with registryUsername (pulumi config set --secret registryPassword <token>)",
+        )
+    if has_password and username is None:
+        r.problem(
+            "registryUsername", "is needed with registryPassword (pulumi config set registryUsername <user>)"
+        )
+
+
+_ARG_LINE = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE | re.MULTILINE)
+
+
+def dockerfile_args(dockerfile: Path) -> set[str]:
+    """The build arguments a Dockerfile declares (`ARG NAME[=default]`)."""
+    return set(_ARG_LINE.findall(dockerfile.read_text()))
+
+
+def _check_dockerfile(r: _Reader, dockerfile: Path, build_args: Mapping[str, str]) -> None:
+    if not dockerfile.is_file():
+        r.problem(
+            "dockerfile",
+            f"points at {dockerfile}, which does not exist; restore the Dockerfile, or deploy a pushed image "
+            "(pulumi config set buildImage false; pulumi config set imageName <registry path>)",
+        )
+        return
+    declared = dockerfile_args(dockerfile)
+    for name in sorted(set(build_args) - declared):
+        r.problem(
+            f"imageBuildArgs.{name}",
+            f"is not an ARG of {dockerfile.name} (it declares: {', '.join(sorted(declared)) or 'none'}); "
+            f"remove it: pulumi config rm --path 'imageBuildArgs.{name}'",
+        )
+
+
+def _read_guide_keys(r: _Reader) -> tuple[dict[str, str], dict[str, Secret]]:
+    plain: dict[str, str] = {}
+    secret: dict[str, Secret] = {}
+    for key in GUIDE_KEYS:
+        assert key.env is not None
+        if key.secret or key.name in r.raw.secret_keys:
+            value = r.secret(key.name)
+            if value is not None:
+                secret[key.env] = value
+        else:
+            text = r.string(key.name)
+            if text is not None:
+                plain[key.env] = text
+    return plain, secret
+
+
+def _parse_secret_env(r: _Reader, value: Secret) -> dict[str, Secret]:
+    if not value.known:
+        return {}  # encrypted in a stack file: the names are not readable without the engine
+    try:
+        items = json.loads(value.reveal())
+    except json.JSONDecodeError:
+        items = None
+    if not isinstance(items, dict):
+        r.problem(
+            "secretEnv", """must be a JSON map (pulumi config set --secret secretEnv '{"NAME": "value"}')"""
+        )
+        return {}
+    result = {}
+    for name, item in items.items():
+        if not _ENV_NAME.match(name):
+            r.problem(f"secretEnv.{name}", "is not a valid environment variable name")
+        elif name in MANAGED_ENV:
+            r.problem(
+                f"secretEnv.{name}", f"is set by the typed key {MANAGED_ENV[name]}; set that key instead"
+            )
+        else:
+            result[name] = Secret(config_string(item))
+    return result
+
+
+def _check_required_secrets(r: _Reader, required: tuple[str, ...], raw: RawConfig, deploy: bool) -> None:
+    for key in required:
+        if key not in SECRET_KEYS or key == "secretEnv":
+            secrets = ", ".join(k.name for k in GUIDE_KEYS if k.secret)
+            r.problem(
+                "requiredSecrets", f"lists {key!r}, which is not a secret setting (choose from: {secrets})"
+            )
+            continue
+        value = raw.values.get(key)
+        if deploy and (value is None or (value is not _ENCRYPTED and str(value).strip() == "")):
+            env = KEYS_BY_NAME[key].env or key
+            r.problem(
+                key,
+                f"({env}) is required by stack {raw.stack} but not set; "
+                f"pulumi config set --secret {key} <value>",
+            )
+
+
+def _check_extra_env(
+    r: _Reader, extra: Mapping[str, str], secret_env: Mapping[str, Secret]
+) -> dict[str, str]:
+    accepted = {}
+    for name, value in extra.items():
+        where = f"env.{name}"
+        if not _ENV_NAME.match(name):
+            r.problem(where, "is not a valid environment variable name (letters, digits, underscore)")
+        elif name in MANAGED_ENV:
+            key = MANAGED_ENV[name]
+            r.problem(where, f"is set by the typed key {key}; pulumi config set {key} {value}")
+        elif name in secret_env:
+            r.problem(where, "is also set as a secret; remove one of them")
+        elif _SECRET_LOOKING.search(name.upper()):
+            r.problem(
+                where,
+                "looks like a secret but `env` is stored in plain text; move it into the secret map: "
+                f"pulumi config rm --path 'env.{name}'; pulumi config set --secret secretEnv "
+                f'\'{{"{name}": "<value>"}}\'',
+            )
+        else:
+            accepted[name] = value
+    return accepted
+
+
+def _check_service_accepts(r: _Reader, extra: Mapping[str, str], typed: Mapping[str, str]) -> None:
+    """Validate the variables the service reads with the service's own settings model."""
+    try:
+        from pydantic import ValidationError
+
+        from service.settings import Settings
+    except ImportError:  # the infra tools used without the service code next to them
+        return
+
+    class _FromValuesOnly(Settings):
+        """The service's settings, fed only the given values (no process environment, no .env)."""
+
+        @classmethod
+        def settings_customise_sources(  # type: ignore[override]
+            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        ):
+            return (init_settings,)
+
+    values = {**typed, **{k: v for k, v in extra.items() if _ENV_NAME.match(k)}}
+    try:
+        _FromValuesOnly(**values)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error.get("loc") else "?"
+            where = MANAGED_ENV.get(name) or f"env.{name}"
+            r.problem(where, f"={values.get(name)!r} is not accepted by the service ({name}): {error['msg']}")

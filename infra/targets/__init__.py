@@ -1,0 +1,1 @@
+"""One module per platform, each rendering the same DeploymentSpec into that platform's resources."""

@@ -1,0 +1,72 @@
+"""env.template lists every variable the service and its deployment use; the README section documents
+every stack setting and every CI variable the workflows read."""
+
+from __future__ import annotations
+
+import re
+
+from infra.config import KEYS
+from tests.infra.harness import ROOT
+
+TEMPLATE = (ROOT / "env.template").read_text()
+README = (ROOT / "infra" / "README_SECTION.md").read_text()
+WORKFLOWS = "\n".join(p.read_text() for p in sorted((ROOT / ".github" / "workflows").glob("*.yml")))
+
+
+def template_names() -> set[str]:
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", TEMPLATE, re.MULTILINE))
+
+
+def active_assignments() -> dict[str, str]:
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", TEMPLATE, re.MULTILINE))
+
+
+def test_env_template_lists_every_service_setting():
+    from service.settings import Settings
+
+    aliases = {field.alias for field in Settings.model_fields.values() if field.alias}
+    assert aliases <= template_names(), aliases - template_names()
+
+
+def test_env_template_lists_every_variable_the_stacks_set():
+    names = {key.env for key in KEYS if key.env}
+    assert names <= template_names(), names - template_names()
+
+
+def test_env_template_lists_every_variable_and_secret_the_workflows_read():
+    used = set(re.findall(r"\b(?:secrets|vars)\.([A-Z][A-Z0-9_]*)", WORKFLOWS)) - {"GITHUB_TOKEN"}
+    assert used <= template_names(), used - template_names()
+
+
+def test_env_template_is_a_valid_dotenv_for_the_service():
+    """Copied to .env as is, the service accepts it (optional entries are commented out, not empty)."""
+    from service.settings import Settings
+
+    class FromTemplate(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        ):
+            return (init_settings,)
+
+    FromTemplate(**active_assignments())
+
+
+def test_env_template_holds_no_secret_values():
+    secret_envs = {key.env for key in KEYS if key.secret and key.env}
+    for name, value in active_assignments().items():
+        if name in secret_envs:
+            assert value == "", f"{name} has a value in env.template"
+
+
+def test_readme_section_documents_every_setting():
+    for key in KEYS:
+        assert f"| `{key.name}` |" in README, f"{key.name} is missing from the settings table"
+
+
+def test_readme_section_states_the_render_list_prices():
+    from infra.sizing import RENDER_PLANS
+
+    for plan in RENDER_PLANS:
+        assert f"| `{plan.api_name}` |" in README and f"${plan.usd_per_month} / month" in README
+    assert "list price" in README.lower()
