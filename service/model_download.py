@@ -1,6 +1,7 @@
 """Getting the model onto disk so that it loads with the Hub offline.
 
-What `scripts/download_models.py`, `scripts/download_reranker_local.py` and the image build do, as library code:
+What `scripts/download_models.py`, `scripts/download_reranker_local.py` and the image build do, as library
+code:
 
 * `fetch_to_cache`: download a model repository into the Hugging Face cache (`HF_HOME`), together with every
   *second* repository that its `auto_map` names for remote code (the real model's `config.json` says
@@ -32,18 +33,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from service.model_store import ModelNotAvailableError, ModelSource
 from service.settings import PROJECT_ROOT, Settings, SettingsError
 
-# Never needed by the service (it loads safetensors/bin with torch and exports ONNX itself): other frameworks'
-# weights and the repo's prebuilt ONNX files (the real model ships ~200 MB of them).
+# Never needed by the service: other frameworks' weights. (onnx/model.onnx and onnx/model_quantized.onnx are
+# kept: RERANK_BACKEND=onnx and RERANK_PRECISION=int8 run them.)
 IGNORED_FILES: tuple[str, ...] = (
-    ".gitattributes", "onnx/*", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.ot", "*.tflite", "*.gguf",
-    "openvino/*", "coreml/*",
+    ".gitattributes",
+    "*.msgpack",
+    "*.h5",
+    "*.ot",
+    "*.tflite",
+    "*.gguf",
+    "openvino/*",
+    "coreml/*",
 )
 # pytorch_model*.bin duplicates model*.safetensors in most repositories: skipped when safetensors exist.
 LEGACY_WEIGHTS = "pytorch_model*.bin"
@@ -62,7 +67,8 @@ class DownloadSettings(Settings):
     """The service settings plus where the download scripts put a plain model directory."""
 
     rerank_local_dir: str | None = Field(
-        None, alias="RERANK_LOCAL_DIR",
+        None,
+        alias="RERANK_LOCAL_DIR",
         description="Save the model as a plain directory here instead of into the Hugging Face cache",
     )
 
@@ -77,13 +83,15 @@ def load_download_settings() -> DownloadSettings:
     try:
         return DownloadSettings()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}"
-                             for err in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}" for err in exc.errors()
+        )
         raise SettingsError(f"Invalid configuration: {problems}") from None
 
 
 def resolve_project_path(value: str | os.PathLike[str]) -> Path:
-    """Like RERANK_MODEL_PATH: relative paths resolve against the project root, forward slashes work everywhere."""
+    """Like RERANK_MODEL_PATH: relative paths resolve against the project root; forward slashes work on every
+    OS."""
     path = Path(str(value).replace("\\", "/")).expanduser()
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
@@ -101,9 +109,9 @@ def source_from_spec(spec: str, revision: str | None = None) -> ModelSource:
     return ModelSource(model_id=spec, revision=revision or None)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Remote code references
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _auto_map_values(auto_map: dict[str, Any]) -> Iterator[str]:
@@ -115,7 +123,9 @@ def _auto_map_values(auto_map: dict[str, Any]) -> Iterator[str]:
 
 def external_code_repos(config: dict[str, Any]) -> list[str]:
     """Repositories that `auto_map` takes code from, other than the model's own: `repo--module.Class`."""
-    repos = {value.split("--", 1)[0] for value in _auto_map_values(config.get("auto_map") or {}) if "--" in value}
+    repos = {
+        value.split("--", 1)[0] for value in _auto_map_values(config.get("auto_map") or {}) if "--" in value
+    }
     return sorted(repos)
 
 
@@ -135,11 +145,14 @@ def code_repos_of_directory(model_dir: Path) -> list[str]:
     return sorted(repos)
 
 
-def localize_remote_code(model_dir: Path, code_dirs: dict[str, Path]) -> list[str]:
+def localize_remote_code(
+    model_dir: Path, code_dirs: dict[str, Path], *, origin: Path | None = None
+) -> list[str]:
     """Copy the `.py` files of each external code repository into `model_dir` and rewrite every
     `repo--module.Class` reference of `auto_map` (config.json, tokenizer_config.json) to `module.Class`.
 
-    `code_dirs` maps repository id -> a directory holding its files. Returns the names of the copied files.
+    `code_dirs` maps repository id -> a directory holding its files; `origin` names the model in messages
+    (default: `model_dir`). Returns the names of the copied files.
     """
     copied: list[str] = []
     for repo_id, code_dir in sorted(code_dirs.items()):
@@ -150,18 +163,18 @@ def localize_remote_code(model_dir: Path, code_dirs: dict[str, Path]) -> list[st
             target = model_dir / source.name
             if target.exists() and target.read_bytes() != source.read_bytes():
                 raise ModelDownloadError(
-                    f"Cannot localize the remote code of {repo_id}: {model_dir} already has a different "
-                    f"{source.name}. Remove one of them or keep auto_map pointing at {repo_id}."
+                    f"Cannot localize the remote code of {repo_id}: {origin or model_dir} already has a "
+                    f"different {source.name}. Remove one of them or keep auto_map pointing at {repo_id}."
                 )
             shutil.copyfile(source, target)
             copied.append(source.name)
 
     for name, config in _read_auto_map_files(model_dir).items():
-        auto_map = config.get("auto_map")
-        if not auto_map:
-            continue
-        config["auto_map"] = {key: _localize_reference(value, code_dirs) for key, value in auto_map.items()}
-        (model_dir / name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        auto_map = config.get("auto_map") or {}
+        localized = {key: _localize_reference(value, code_dirs) for key, value in auto_map.items()}
+        if localized != auto_map:
+            config["auto_map"] = localized
+            (model_dir / name).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return copied
 
 
@@ -175,9 +188,9 @@ def _localize_reference(value: Any, code_dirs: dict[str, Path]) -> Any:
     return value
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # The Hub
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -201,22 +214,28 @@ def hub_failure_message(what: str, exc: BaseException, *, model_id: str) -> str:
     cause = exc.__cause__ or exc
     endpoint = constants.ENDPOINT
     if isinstance(cause, GatedRepoError):
-        return (f"{what} is gated on the Hugging Face Hub: accept its terms on the model page, then set "
-                f"HF_TOKEN to a token of that account.")
+        return (
+            f"{what} is gated on the Hugging Face Hub: accept its terms on the model page, then set "
+            f"HF_TOKEN to a token of that account."
+        )
     if isinstance(cause, RepositoryNotFoundError):
-        return (f"{what} was not found on the Hugging Face Hub ({endpoint}). Check the model id; if the "
-                f"repository is private, set HF_TOKEN.")
+        return (
+            f"{what} was not found on the Hugging Face Hub ({endpoint}). Check the model id; if the "
+            f"repository is private, set HF_TOKEN."
+        )
     if isinstance(cause, RevisionNotFoundError):
         return f"{what}: that revision does not exist on the Hugging Face Hub. Check --revision."
     if constants.HF_HUB_OFFLINE:
-        return (f"{what} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
-                f"forbids downloading it. Unset HF_HUB_OFFLINE, or point HF_HOME at a cache that has it.")
+        return (
+            f"{what} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
+            f"forbids downloading it. Unset HF_HUB_OFFLINE, or point HF_HOME at a cache that has it."
+        )
     return (
         f"Could not download {what} from the Hugging Face Hub at {endpoint} ({_short_reason(cause)}). "
-        f"Things to try: check the network, or set a proxy (HTTPS_PROXY=http://proxy:port); set HF_TOKEN if "
-        f"the Hub answers 401/403 or rate-limits you; check HF_ENDPOINT if you use a mirror; or, on a machine that "
-        f"can reach the Hub, run `{LOCAL_SAVE_COMMAND.format(model=model_id)}`, copy DIR here and set "
-        f"RERANK_MODEL_PATH=DIR."
+        f"Things to try: check the network, or set a proxy (HTTPS_PROXY=http://proxy:port); set HF_TOKEN "
+        f"if the Hub answers 401/403 or rate-limits you; check HF_ENDPOINT if you use a mirror; or, on a "
+        f"machine that can reach the Hub, run `{LOCAL_SAVE_COMMAND.format(model=model_id)}`, copy DIR here "
+        f"and set RERANK_MODEL_PATH=DIR."
     )
 
 
@@ -243,8 +262,11 @@ def _snapshot(repo_id: str, revision: str | None, what: str, *, model_id: str, *
 
 
 def _has_weights(directory: Path) -> bool:
-    return any(_matches(path.relative_to(directory).as_posix(), WEIGHT_FILES)
-               for path in directory.rglob("*") if path.is_file())
+    return any(
+        _matches(path.relative_to(directory).as_posix(), WEIGHT_FILES)
+        for path in directory.rglob("*")
+        if path.is_file()
+    )
 
 
 def fetch_to_cache(model_id: str, revision: str | None = None) -> CachedModel:
@@ -252,25 +274,32 @@ def fetch_to_cache(model_id: str, revision: str | None = None) -> CachedModel:
     Hugging Face cache. Uses what the cache already has when the Hub cannot be reached or HF_HUB_OFFLINE=1.
 
     The code repositories are fetched at their default branch: transformers resolves `repo--module.Class` at
-    `main` (it applies the model's revision only to the model's own code), so offline loading needs `refs/main`.
+    `main` (it applies the model's revision only to the model's own code), so offline loading needs
+    `refs/main`.
     """
     label = model_id + (f"@{revision}" if revision else "")
-    snapshot = _snapshot(model_id, revision, label, model_id=model_id,
-                         ignore_patterns=[*IGNORED_FILES, LEGACY_WEIGHTS])
+    snapshot = _snapshot(
+        model_id, revision, label, model_id=model_id, ignore_patterns=[*IGNORED_FILES, LEGACY_WEIGHTS]
+    )
     if not _has_weights(snapshot):  # the repository ships pytorch_model.bin only
-        snapshot = _snapshot(model_id, revision, label, model_id=model_id, ignore_patterns=list(IGNORED_FILES))
+        snapshot = _snapshot(
+            model_id, revision, label, model_id=model_id, ignore_patterns=list(IGNORED_FILES)
+        )
     if not (snapshot / "config.json").is_file() or not _has_weights(snapshot):
         raise ModelDownloadError(
             f"{label} has no config.json or no weights (*.safetensors, pytorch_model*.bin): it is not a "
-            f"transformers model repository, or the cached snapshot {snapshot} is incomplete (delete it and retry)."
+            f"transformers model repository, or the cached snapshot {snapshot} is incomplete (delete it and "
+            f"retry)."
         )
-    code_snapshots = {repo: fetch_code_repo(repo, for_model=model_id) for repo in code_repos_of_directory(snapshot)}
+    code_snapshots = {
+        repo: fetch_code_repo(repo, for_model=model_id) for repo in code_repos_of_directory(snapshot)
+    }
     return CachedModel(ModelSource(model_id=model_id, revision=revision), snapshot, code_snapshots)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Plain directories
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _matches(relative: str, patterns: Iterable[str]) -> bool:
@@ -283,7 +312,9 @@ def model_files(directory: Path) -> list[str]:
     files = []
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory).as_posix()
-        if not path.is_file() or any(part.startswith(".") or part == "__pycache__" for part in relative.split("/")):
+        if not path.is_file() or any(
+            part.startswith(".") or part == "__pycache__" for part in relative.split("/")
+        ):
             continue
         if not _matches(relative, IGNORED_FILES):
             files.append(relative)
@@ -310,8 +341,10 @@ def save_to_directory(source: ModelSource, output_dir: Path) -> SavedModel:
         if not (source.path / "config.json").is_file():
             raise ModelDownloadError(f"{source.path} has no config.json: it is not a model directory.")
         origin = source.path
-        code_dirs = {repo: fetch_code_repo(repo, for_model=str(source.path))
-                     for repo in code_repos_of_directory(source.path)}
+        code_dirs = {
+            repo: fetch_code_repo(repo, for_model=str(source.path))
+            for repo in code_repos_of_directory(source.path)
+        }
     else:
         cached = fetch_to_cache(source.model_id, source.revision)
         origin, code_dirs, commit = cached.snapshot, cached.code_snapshots, cached.commit
@@ -324,7 +357,7 @@ def save_to_directory(source: ModelSource, output_dir: Path) -> SavedModel:
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(origin / relative, target)  # follows the cache's symlinks to the blobs
-        localize_remote_code(staging, code_dirs)
+        localize_remote_code(staging, code_dirs, origin=origin)
         _make_readable(staging)
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -336,8 +369,13 @@ def save_to_directory(source: ModelSource, output_dir: Path) -> SavedModel:
 
 def fetch_code_repo(repo_id: str, *, for_model: str) -> Path:
     """The files of a remote-code repository (from the cache, or downloaded)."""
-    return _snapshot(repo_id, None, f"{repo_id} (remote code named by {for_model}'s auto_map)",
-                     model_id=for_model, allow_patterns=["*.py"])
+    return _snapshot(
+        repo_id,
+        None,
+        f"{repo_id} (remote code named by {for_model}'s auto_map)",
+        model_id=for_model,
+        allow_patterns=["*.py"],
+    )
 
 
 def _check_replaceable(output_dir: Path) -> None:
@@ -357,9 +395,9 @@ def _make_readable(directory: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Proof: load it offline, as the service does
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -370,20 +408,37 @@ class Verification:
 
 
 def verify_offline(source: ModelSource, *, max_length: int = 512, timeout: float = 900) -> Verification:
-    """Load the model with `load_cross_encoder` in a child process with HF_HUB_OFFLINE=1 / TRANSFORMERS_OFFLINE=1
-    and score one pair. huggingface_hub reads those variables at import time, hence the child process.
+    """Load the model with `load_cross_encoder` in a child process with HF_HUB_OFFLINE=1 and
+    TRANSFORMERS_OFFLINE=1, and score one pair. huggingface_hub reads those variables at import time, hence
+    the child process.
 
     The child inherits HF_HOME, so this also fills `$HF_HOME/modules` with the remote code."""
-    request = {"model_id": source.model_id, "path": str(source.path) if source.path else None,
-               "revision": source.revision, "max_length": max_length}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    request = {
+        "model_id": source.model_id,
+        "path": str(source.path) if source.path else None,
+        "revision": source.revision,
+        "max_length": max_length,
+    }
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    }
     code = "import sys; from service.model_download import _verify_here; _verify_here(sys.argv[1])"
     try:
-        result = subprocess.run([sys.executable, "-c", code, json.dumps(request)], env=env, cwd=PROJECT_ROOT,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(request)],
+            env=env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
-        raise ModelDownloadError(f"Loading {source.display} offline took more than {timeout:.0f} s.") from None
+        raise ModelDownloadError(
+            f"Loading {source.display} offline took more than {timeout:.0f} s."
+        ) from None
     if result.returncode != 0:
         detail = _last_error_line(result.stderr)
         raise ModelDownloadError(
@@ -406,17 +461,21 @@ def _verify_here(request_json: str) -> None:
     from service.model_store import load_cross_encoder
 
     request = json.loads(request_json)
-    source = ModelSource(model_id=request["model_id"], path=Path(request["path"]) if request["path"] else None,
-                         revision=request["revision"])
-    model, max_length = load_cross_encoder(source, device="cpu", max_length=request["max_length"],
-                                           local_files_only=True)
+    source = ModelSource(
+        model_id=request["model_id"],
+        path=Path(request["path"]) if request["path"] else None,
+        revision=request["revision"],
+    )
+    model, max_length = load_cross_encoder(
+        source, device="cpu", max_length=request["max_length"], local_files_only=True
+    )
     score = float(model.predict([("what is a reranker", "A reranker scores documents for a query.")])[0])
     print(json.dumps({"model_class": type(model.model).__name__, "max_length": max_length, "score": score}))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # What the scripts run
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -432,7 +491,10 @@ class PreparedModel:
         """The settings that make the service load exactly this (for `.env` or `docker run -e`)."""
         if self.source.path is not None:
             return [f"RERANK_MODEL_PATH={display_path(self.source.path)}"]
-        return [f"RERANK_MODEL={self.source.model_id}", f"RERANK_MODEL_REVISION={self.commit or self.source.revision}"]
+        return [
+            f"RERANK_MODEL={self.source.model_id}",
+            f"RERANK_MODEL_REVISION={self.commit or self.source.revision}",
+        ]
 
 
 def display_path(path: Path) -> str:
@@ -443,8 +505,9 @@ def display_path(path: Path) -> str:
         return path.resolve().as_posix()
 
 
-def prepare_model(spec: str, *, revision: str | None = None, local_dir: Path | None = None,
-                  max_length: int = 512) -> PreparedModel:
+def prepare_model(
+    spec: str, *, revision: str | None = None, local_dir: Path | None = None, max_length: int = 512
+) -> PreparedModel:
     """Get `spec` (a Hub id or a local directory) onto disk and prove it loads offline.
 
     * `local_dir` set: a plain, self-contained directory there (remote code localized);

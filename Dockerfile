@@ -1,0 +1,117 @@
+# Production image of the reranker service: CPU-only torch, the model baked in, no network at run time.
+#
+#   docker build -t reranker .                                  # real build: Hub + PyTorch CPU index + PyPI
+#   docker build -t reranker \                                  # air-gapped build (docs/IMAGE.md)
+#     --build-arg WHEEL_DIR=build/wheels --build-arg MODEL_DIR=models/jina-reranker-v1-tiny-en .
+#
+# Stages: python (base + Debian's python3) -> deps (venv) -> model (download + offline proof) -> runtime.
+# Works with the classic builder and BuildKit alike (no RUN --mount).
+
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# ---- python: the base image plus Debian's python3 (3.11 on bookworm; the torch wheel is cp311) --------------
+FROM ${BASE_IMAGE} AS python
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log
+
+# ---- deps: a virtualenv with CPU-only torch and the pinned requirements -------------------------------------
+FROM python AS deps
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# Where torch comes from: the PyTorch CPU index (its CPU wheel is ~190 MB; PyPI's default build pulls GBs of
+# CUDA libraries). The rest comes from PYPI_INDEX_URL.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PYPI_INDEX_URL=https://pypi.org/simple
+# Air-gapped: WHEEL_DIR is a folder of the build context holding every wheel (torch CPU included; see
+# docs/IMAGE.md), installed with --no-index. COPY needs a source, so without it requirements/ stands in.
+ARG WHEEL_DIR=
+COPY requirements/ /build/requirements/
+COPY ${WHEEL_DIR:-requirements} /build/wheels/
+RUN if [ -n "$WHEEL_DIR" ]; then \
+        pip install --no-index --find-links /build/wheels -r /build/requirements/service.txt; \
+    else \
+        pip install --index-url "$TORCH_INDEX_URL" -r /build/requirements/torch.txt \
+        && pip install --index-url "$PYPI_INDEX_URL" -r /build/requirements/service.txt; \
+    fi \
+ && python -c "import torch; assert torch.version.cuda is None, 'torch is a CUDA build: ' + torch.__version__" \
+ && rm -rf /build/wheels /root/.cache
+# Not needed to serve (and no compiler to use them): torch's C++ headers and C++ test binaries, ~190 MB.
+RUN torch_dir="$(python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" \
+ && rm -rf "$torch_dir/include" "$torch_dir/test" \
+ && find "$torch_dir/bin" -type f ! -name torch_shm_manager -delete
+
+# ---- model: download (or copy) the model into a plain directory and prove it loads offline ------------------
+FROM deps AS model
+ARG RERANK_MODEL=jinaai/jina-reranker-v1-tiny-en
+ARG RERANK_MODEL_REVISION=aca45de6945b5dc6399abcd2a9c55ded5dc9111f
+# Air-gapped / tests: MODEL_DIR is a model folder of the build context (e.g. made by
+# scripts/download_reranker_local.py); it wins over RERANK_MODEL. Without it, requirements/ stands in for COPY.
+ARG MODEL_DIR=
+# Only what the download needs, so that service changes do not invalidate the (slow) download layer.
+COPY service/__init__.py service/settings.py service/model_store.py service/model_download.py /app/service/
+COPY scripts/download_models.py /app/scripts/
+COPY ${MODEL_DIR:-requirements} /build/model-src/
+WORKDIR /app
+# The offline proof loads the model with HF_HOME as at run time, which also fills $HF_HOME/modules with the
+# remote code: the runtime image ships it ready, so a read-only container never writes there.
+ENV HF_HOME=/opt/reranker/huggingface
+RUN if [ -n "$MODEL_DIR" ]; then model=/build/model-src; else model="$RERANK_MODEL"; fi \
+ && python scripts/download_models.py --model "$model" --revision "$RERANK_MODEL_REVISION" \
+        --local-dir /opt/reranker/model \
+ && mkdir -p /opt/reranker/huggingface/modules \
+ && rm -rf /build/model-src /opt/reranker/huggingface/hub /root/.cache
+
+# ---- runtime ------------------------------------------------------------------------------------------------
+FROM python AS runtime
+ARG RERANK_MODEL=jinaai/jina-reranker-v1-tiny-en
+ARG RERANK_MODEL_REVISION=aca45de6945b5dc6399abcd2a9c55ded5dc9111f
+ARG VERSION=2.0.0
+ARG IMAGE_SOURCE=
+ARG IMAGE_REVISION=
+LABEL org.opencontainers.image.title="reranker" \
+      org.opencontainers.image.description="Cross-encoder reranker API (Cohere/Jina/TEI-compatible), model baked in" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.source="${IMAGE_SOURCE}" \
+      org.opencontainers.image.revision="${IMAGE_REVISION}" \
+      io.reranker.model.id="${RERANK_MODEL}" \
+      io.reranker.model.revision="${RERANK_MODEL_REVISION}"
+
+# Numeric ids, so that Kubernetes' runAsNonRoot can check them.
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app
+
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=model /opt/reranker/model /opt/reranker/model
+# Owned by the service user: a model mounted over RERANK_MODEL_PATH with other remote code can still be loaded.
+COPY --from=model --chown=app:app /opt/reranker/huggingface /opt/reranker/huggingface
+COPY service/ /app/service/
+RUN python3 -m compileall -q /app/service
+
+WORKDIR /app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    ENVIRONMENT=production \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    HF_HUB_DISABLE_TELEMETRY=1 \
+    HF_HOME=/opt/reranker/huggingface \
+    RERANK_MODEL=${RERANK_MODEL} \
+    RERANK_MODEL_REVISION=${RERANK_MODEL_REVISION} \
+    RERANK_MODEL_PATH=/opt/reranker/model \
+    PORT=8000 \
+    WEB_CONCURRENCY=1
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=5s --timeout=4s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/api/health/' % os.environ.get('PORT', '8000'), timeout=3)"]
+CMD ["python", "-m", "service"]
