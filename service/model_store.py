@@ -6,6 +6,7 @@ through `load_cross_encoder`, so what the build proves is what the service runs.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -84,6 +85,19 @@ def missing_model_message(source: ModelSource) -> str:
         f"{DOWNLOAD_COMMAND.format(model=source.model_id)} "
         f"(or set RERANK_MODEL_PATH to a directory made by python scripts/download_reranker_local.py)."
     )
+
+
+def load_failure_message(source: ModelSource, exc: OSError, *, local_files_only: bool) -> str:
+    """Name the real cause: an unwritable remote-code cache is not a missing model."""
+    if isinstance(exc, PermissionError) or exc.errno in {errno.EROFS, errno.EACCES}:
+        from transformers.utils import HF_MODULES_CACHE
+
+        return (f"Could not load {source.display}: {exc}. Remote code is copied into the modules cache at load "
+                f"time ({HF_MODULES_CACHE}): make it writable, point HF_MODULES_CACHE at a writable path "
+                f"(e.g. a tmpfs), or prepare it in advance by loading the model once at build time.")
+    if local_files_only:
+        return f"{missing_model_message(source)} ({type(exc).__name__}: {exc})"
+    return f"Could not load {source.display}: {type(exc).__name__}: {exc}"
 
 
 def hf_cache_dir() -> str:
@@ -182,10 +196,8 @@ def load_cross_encoder(source: ModelSource, *, device: str = "cpu", max_length: 
             local_files_only=local_files_only,
             config_kwargs=overrides or None,
         )
-    except OSError as exc:  # missing weights/tokenizer/remote code offline
-        if local_files_only:
-            raise ModelNotAvailableError(f"{missing_model_message(source)} ({exc})") from None
-        raise
+    except OSError as exc:
+        raise ModelNotAvailableError(load_failure_message(source, exc, local_files_only=local_files_only)) from None
     model.eval()
 
     if source.path is not None:

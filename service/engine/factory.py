@@ -83,7 +83,7 @@ def _make_backend(choice: BackendChoice, cross_encoder, device: str):
     if choice.backend == "onnx":
         from service.backends.onnx_backend import OnnxBackend
 
-        return OnnxBackend.from_cross_encoder(cross_encoder)
+        return OnnxBackend.from_cross_encoder(cross_encoder, quantized=choice.precision == "int8")
     return TorchBackend(cross_encoder.model, device=device, precision=choice.precision)
 
 

@@ -158,3 +158,19 @@ def test_remote_code_in_a_second_repository_loads_offline(tmp_path):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert 0.0 <= float(result.stdout.strip().splitlines()[-1]) <= 1.0
+
+
+def test_an_unwritable_modules_cache_is_not_reported_as_a_missing_model(alibi_model_dir, tmp_path):
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    modules.chmod(0o500)
+    code = ("import sys; from pathlib import Path; from service.model_store import ModelSource, load_cross_encoder;"
+            "load_cross_encoder(ModelSource('x', path=Path(sys.argv[1])), local_files_only=True)")
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                             code, str(alibi_model_dir)] if os.geteuid() == 0 else
+                            [sys.executable, "-c", code, str(alibi_model_dir)],
+                            cwd=PROJECT_ROOT, env=clean_env(HF_MODULES_CACHE=str(modules), HF_HUB_OFFLINE="1"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "modules cache" in result.stderr and "HF_MODULES_CACHE" in result.stderr
+    assert "is not on disk" not in result.stderr

@@ -34,7 +34,7 @@ def test_v1_scores_and_order_equal_cross_encoder_predict(bert_client, reference_
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert [r["document"]["text"] for r in body["results"]] == [DOCUMENTS[i] for i in expected_order]
     assert body["usage"]["total_tokens"] > len(DOCUMENTS) * 5
-    assert body["id"] and body["model"] == bert_client.app.state.settings.model_path.name
+    assert body["id"] and body["model"] == "jinaai/jina-reranker-v1-tiny-en"  # RERANK_MODEL names it
     assert body["meta"]["api_version"]["version"] == "1"
 
 

@@ -22,8 +22,9 @@ def _meta(version: str) -> dict:
 
 
 def _model_name(settings: Settings) -> str:
-    # One model is served: the response names it, whatever model the client asked for.
-    return settings.rerank_model if settings.model_path is None else settings.model_path.name
+    # One model is served: the response names it by RERANK_MODEL (also when it is loaded from
+    # RERANK_MODEL_PATH, a local copy of it), whatever model the client asked for.
+    return settings.rerank_model
 
 
 @router.post("/v1/rerank", response_model=RerankV1Response, response_model_exclude_none=True)
