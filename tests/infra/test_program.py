@@ -213,7 +213,7 @@ def test_prod_runs_the_pushed_digest_on_render_standard_with_health_check_and_se
         env = {item["key"]: item["value"] for item in plain(service["envVars"])}
         assert env["ENVIRONMENT"] == "production"
         assert env["RERANK_DEVICE"] == "cpu"
-        assert env["WEB_CONCURRENCY"] == "2"
+        assert env["WEB_CONCURRENCY"] == "1"  # one worker per Render standard CPU
         assert env["PORT"] == "8000"
         assert {k: env[k] for k in GUIDE_SECRET_ENV} == {
             "LLM_API_KEY": FAKE_SECRETS["llmApiKey"],
