@@ -9,7 +9,7 @@ from infra.config import KEYS
 from tests.infra.harness import ROOT
 
 TEMPLATE = (ROOT / "env.template").read_text()
-README = (ROOT / "infra" / "README_SECTION.md").read_text()
+README = (ROOT / "README.md").read_text()
 WORKFLOWS = "\n".join(p.read_text() for p in sorted((ROOT / ".github" / "workflows").glob("*.yml")))
 
 
