@@ -591,7 +591,7 @@ def _check_unknown_keys(r: _Reader) -> None:
         r.problem(
             key,
             f"is not a setting of this project; {hint}remove it with: pulumi config rm {key} "
-            "(settings: README.md "Stack settings")",
+            "(settings: the \"Stack settings\" table in README.md)",
         )
 
 
