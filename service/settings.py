@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @model_validator(mode="after")
+    def _backend_precision_fit(self) -> Settings:
+        # Checked here, at startup, rather than when the model loads in the background.
+        if self.rerank_precision == "int8" and (self.rerank_backend == "torch" or self.rerank_device != "cpu"):
+            raise ValueError("RERANK_PRECISION=int8 runs onnx/model_quantized.onnx with ONNX Runtime: it needs "
+                             "RERANK_BACKEND=onnx (or auto) and RERANK_DEVICE=cpu")
+        if self.rerank_precision == "bf16" and self.rerank_backend == "onnx":
+            raise ValueError("RERANK_PRECISION=bf16 is a torch option: use RERANK_BACKEND=torch, or fp32/int8 "
+                             "with RERANK_BACKEND=onnx")
+        return self
+
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.production
@@ -97,8 +108,12 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = ".".join(str(part) for part in err["loc"]) or "settings"
-            problems.append(f"{name}={err.get('input')!r}: {err['msg']}")
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if err["loc"]:
+                name = ".".join(str(part) for part in err["loc"])
+                problems.append(f"{name}={err.get('input')!r}: {message}")
+            else:  # a rule across variables: the message names them
+                problems.append(message)
         raise SettingsError("Invalid configuration: " + "; ".join(problems)) from None
 
 

@@ -61,3 +61,12 @@ def test_cpu_count_honours_the_cgroup_quota(tmp_path):
     assert cpu_count_available(tmp_path) == 1
     (tmp_path / "cpu.max").write_text("max 100000\n")
     assert cpu_count_available(tmp_path) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("env", [dict(RERANK_PRECISION="int8", RERANK_BACKEND="torch"),
+                                 dict(RERANK_PRECISION="int8", RERANK_DEVICE="cuda"),
+                                 dict(RERANK_PRECISION="bf16", RERANK_BACKEND="onnx")])
+def test_backend_and_precision_that_do_not_fit_are_refused_at_startup(env):
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings(**env)
+    assert "RERANK_PRECISION=" in str(excinfo.value)
