@@ -12,6 +12,7 @@ PULUMI_STATE_DIR ?= $(CURDIR)/.pulumi-state
 # passphrase; set your own (export PULUMI_CONFIG_PASSPHRASE=...) for anything shared.
 export PULUMI_CONFIG_PASSPHRASE ?= reranker-local-dev
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help install test test-fast test-image up down preview bench image lint clean
 
@@ -64,7 +65,7 @@ down: install
 	pulumi destroy --yes --stack $(STACK)
 
 bench: install
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 image:
 	docker build -t reranker:local .
