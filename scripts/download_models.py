@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.model_download import (  # noqa: E402
     ModelNotAvailableError,
+    add_model_arguments,
     load_download_settings,
     prepare_model,
     resolve_project_path,
@@ -36,16 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model",
-        default=settings.rerank_model,
-        help="Hugging Face model id or local model directory (default: RERANK_MODEL, %(default)s)",
-    )
-    parser.add_argument(
-        "--revision",
-        default=settings.rerank_model_revision,
-        help="branch, tag or commit to pin (default: RERANK_MODEL_REVISION, %(default)s)",
-    )
+    add_model_arguments(parser, settings)
     parser.add_argument(
         "--local-dir",
         type=resolve_project_path,

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.model_download import (  # noqa: E402
     ModelNotAvailableError,
+    add_model_arguments,
     load_download_settings,
     prepare_model,
     resolve_project_path,
@@ -41,16 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         default=resolve_project_path(DEFAULT_OUTPUT_DIR),
         help=f"where to save it; relative to the project root (default: {DEFAULT_OUTPUT_DIR})",
     )
-    parser.add_argument(
-        "--model",
-        default=settings.rerank_model,
-        help="Hugging Face model id or local model directory (default: RERANK_MODEL, %(default)s)",
-    )
-    parser.add_argument(
-        "--revision",
-        default=settings.rerank_model_revision,
-        help="branch, tag or commit to pin (default: RERANK_MODEL_REVISION, %(default)s)",
-    )
+    add_model_arguments(parser, settings)
     args = parser.parse_args(argv)
 
     try:

@@ -20,6 +20,7 @@ Every failure is a `ModelDownloadError` whose message says what failed and what 
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import json
 import os
@@ -87,6 +88,20 @@ def load_download_settings() -> DownloadSettings:
             f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}" for err in exc.errors()
         )
         raise SettingsError(f"Invalid configuration: {problems}") from None
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """--model and --revision, defaulting to the service's RERANK_MODEL and RERANK_MODEL_REVISION."""
+    parser.add_argument(
+        "--model",
+        default=settings.rerank_model,
+        help="Hugging Face model id or local model directory (default: RERANK_MODEL, %(default)s)",
+    )
+    parser.add_argument(
+        "--revision",
+        default=settings.rerank_model_revision,
+        help="branch, tag or commit to pin (default: RERANK_MODEL_REVISION, %(default)s)",
+    )
 
 
 def resolve_project_path(value: str | os.PathLike[str]) -> Path:
