@@ -16,8 +16,16 @@ from typing import Any
 
 import yaml
 
-from infra.config import HEALTH_PATH, KEYS_BY_NAME, REPO_ROOT, ConfigError, StackConfig, load_stack_file
-from infra.spec import STOP_GRACE_SECONDS, build_spec
+from infra.config import (
+    COMMON_KEYS_BY_NAME,
+    HEALTH_PATH,
+    REPO_ROOT,
+    ConfigError,
+    StackConfig,
+    load_stack_file,
+)
+from infra.spec import build_spec
+from infra.targets import render
 
 BLUEPRINT_STACK = "prod"
 BLUEPRINT_PATH = REPO_ROOT / "render.yaml"
@@ -25,42 +33,54 @@ HEADER = """\
 # Render Blueprint for the reranker (https://render.com/docs/blueprint-spec).
 # GENERATED from Pulumi.{stack}.yaml by `python scripts/render_blueprint.py`: do not edit by hand,
 # change the stack settings and regenerate (a test fails when this file is stale).
-# Before applying it: point image.url at your pushed image and create the registry credential
-# named below in Render (Workspace settings > Registry credentials). Variables marked
-# `sync: false` are secrets: Render's dashboard asks for their values.
+# Before applying it: point image.url at your pushed image (image flavour {flavour}: built with
+# `docker build --target {stage} .`) and create the registry credential named below in Render
+# (Workspace settings > Registry credentials). Variables marked `sync: false` are secrets: Render's
+# dashboard asks for their values.
 """
 
 
 def blueprint(cfg: StackConfig) -> dict[str, Any]:
-    if cfg.target != "render" or cfg.render_plan is None:
+    settings = cfg.target_settings
+    if cfg.target != render.NAME or settings is None or settings.plan is None:
         raise ConfigError([f"reranker:target={cfg.target}: the Blueprint is generated from a render stack"])
     spec = build_spec(cfg)
     secret_names = sorted(
-        set(spec.secret_env) | {KEYS_BY_NAME[key].env or key for key in cfg.required_secrets}
+        set(spec.secret_env) | {COMMON_KEYS_BY_NAME[key].env or key for key in cfg.required_secrets}
     )
     image: dict[str, Any] = {"url": cfg.image_name}
-    if cfg.render_registry_credential_name:
-        image["creds"] = {"fromRegistryCreds": {"name": cfg.render_registry_credential_name}}
+    if settings.registry_credential_name:
+        image["creds"] = {"fromRegistryCreds": {"name": settings.registry_credential_name}}
     service: dict[str, Any] = {
         "type": "web",
-        "name": cfg.render_service_name,
+        "name": settings.service_name,
         "runtime": "image",
         "image": image,
-        "plan": cfg.render_plan.blueprint_name,
-        "region": cfg.render_region,
-        "numInstances": cfg.render_instances,
-        "healthCheckPath": HEALTH_PATH,
-        "maxShutdownDelaySeconds": STOP_GRACE_SECONDS,
-        # No autoDeployTrigger: Render ignores it for services that deploy a prebuilt image.
-        "envVars": [{"key": name, "value": value} for name, value in spec.env.items()]
-        + [{"key": name, "sync": False} for name in secret_names],
+        "plan": settings.plan.blueprint_name,
+        "region": settings.region,
+        "numInstances": settings.instances,
     }
+    if settings.autoscaling:
+        service["scaling"] = {
+            "minInstances": settings.instances,
+            "maxInstances": settings.max_instances,
+            "targetCPUPercent": settings.target_cpu_percent,
+        }
+    service.update(
+        {
+            "healthCheckPath": HEALTH_PATH,
+            "maxShutdownDelaySeconds": spec.stop_grace_seconds,
+            # No autoDeployTrigger: Render ignores it for services that deploy a prebuilt image.
+            "envVars": [{"key": name, "value": value} for name, value in spec.env.items()]
+            + [{"key": name, "sync": False} for name in secret_names],
+        }
+    )
     return {"services": [service]}
 
 
 def render_yaml(cfg: StackConfig) -> str:
     body = yaml.safe_dump(blueprint(cfg), sort_keys=False, default_flow_style=False)
-    return HEADER.format(stack=cfg.stack) + body
+    return HEADER.format(stack=cfg.stack, flavour=cfg.image_flavour, stage=cfg.build_target) + body
 
 
 def generate(stack: str = BLUEPRINT_STACK) -> str:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-from infra.config import GUIDE_KEYS, KEYS, Key
+from infra.config import GUIDE_KEYS, Key, all_keys
 
 
 def ci_variable(key: Key) -> str:
@@ -31,7 +31,7 @@ def ci_variable(key: Key) -> str:
 def commands(stack: str, environ: Mapping[str, str]) -> list[tuple[list[str], str, Key]]:
     """(argv, stdin value, key) for every key whose CI variable is set."""
     planned = []
-    for key in KEYS:
+    for key in all_keys():
         value = environ.get(ci_variable(key), "")
         if value.strip() == "":
             continue
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     parser.add_argument("--list", action="store_true", help="print the variable name of every key and exit")
     args = parser.parse_args(argv)
     if args.list:
-        for key in KEYS:
+        for key in all_keys():
             print(f"{ci_variable(key):40} reranker:{key.name}{' (secret)' if key.secret else ''}")
         return 0
     environ = os.environ if environ is None else environ

@@ -1,17 +1,22 @@
-"""The stack settings: every `reranker:*` key, read once into one typed object and validated.
+"""The stack settings every target shares: read once into one typed object and validated.
 
 `load()` is what the Pulumi program calls. It reads the stack's configuration through the Pulumi
 runtime, checks every value and raises `ConfigError` (a `pulumi.RunError`, so `pulumi preview` prints
 the message without a stack trace) listing each problem with the key and the command that fixes it.
 Nothing is declared before this succeeds.
 
+This module knows no platform. The `target` setting picks a module from the registry in
+`infra/targets/`; that module declares its own keys (`KEYS`) and reads and checks them in its
+`parse(r, common)` with the same `_Reader`, so its problems are listed together with these.
+
 `load_stack_file()` parses a `Pulumi.<stack>.yaml` with the same rules, without the Pulumi engine (for
-the Render Blueprint generator and for the Docker integration test). Encrypted `secure:` values cannot
+the config-as-code generators and for the Docker integration test). Encrypted `secure:` values cannot
 be decrypted there: they count as present, their value is unknown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import re
@@ -30,19 +35,9 @@ PROJECT = "reranker"  # Pulumi.yaml `name`: the config namespace of every key be
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEALTH_PATH = "/api/health/"
 
-TARGETS = ("docker", "render")
 ENVIRONMENTS = ("development", "production")
 DEVICES = ("cpu", "cuda", "auto")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-RENDER_REGIONS = ("oregon", "ohio", "virginia", "frankfurt", "singapore")
-# Render registry-credential types, by registry host.
-RENDER_REGISTRY_TYPES = {
-    "ghcr.io": "GITHUB",
-    "docker.io": "DOCKER",
-    "index.docker.io": "DOCKER",
-    "registry-1.docker.io": "DOCKER",
-    "registry.gitlab.com": "GITLAB",
-}
 
 _ENCRYPTED = object()  # a `secure:` value read from a stack file: present, but not decryptable here
 
@@ -101,45 +96,46 @@ GUIDE_KEYS: tuple[Key, ...] = (
     Key("supabaseUrl", "Supabase project URL", env="SUPABASE_URL"),
     Key("supabaseAnonKey", "Supabase anon (public) API key", secret=True, env="SUPABASE_ANON_KEY"),
     Key("supabaseServiceRoleKey", "Supabase service-role key", secret=True, env="SUPABASE_SERVICE_ROLE_KEY"),
-    Key("supabaseJwtPublicKey", "Supabase JWT public key (PEM)", env="SUPABASE_JWT_PUBLIC_KEY"),
-    Key("supabaseJwtSecret", "Supabase JWT secret", secret=True, env="SUPABASE_JWT_SECRET"),
+    # Both JWT settings let the service accept Supabase tokens (issue 10): secret env vars on every target.
+    Key("supabaseJwtPublicKey", "Supabase JWT public key (PEM or JWK)", secret=True, env="SUPABASE_JWT_PUBLIC_KEY"),
+    Key("supabaseJwtSecret", "Supabase JWT secret (HS256)", secret=True, env="SUPABASE_JWT_SECRET"),
 )
 PROD_REQUIRED_SECRETS = ("llmApiKey", "supabaseAnonKey", "supabaseServiceRoleKey", "supabaseJwtSecret")
+# Any one of these lets the service authenticate callers (CONTRACTS.md): production needs one of them.
+AUTH_KEYS = ("apiKeys", "supabaseJwtSecret", "supabaseJwtPublicKey")
+SCALING_KEYS = ("minInstances", "maxInstances", "targetCpuPercent", "concurrency")
 
-KEYS: tuple[Key, ...] = (
-    Key("target", "Where the service runs: `docker` (a Docker engine) or `render`"),
+COMMON_KEYS: tuple[Key, ...] = (
+    Key("target", "Where the service runs: one of the modules in infra/targets/"),
     Key("environment", "`development` or `production`", env="ENVIRONMENT"),
-    Key("memoryMb", "Memory limit in MB; must hold workers x footprint + headroom (infra/sizing.py)"),
-    Key("workers", "Uvicorn worker processes", env="WEB_CONCURRENCY"),
-    Key("cpus", "CPU limit for the Docker container (on Render it also picks the plan)"),
+    Key("imageFlavour", "`torch` (Dockerfile stage runtime) or `onnx` (runtime-onnx, no torch)"),
+    Key("memoryMb", "Memory per instance in MB; at least workers x footprint + headroom (infra/sizing.py)"),
+    Key("workers", "Uvicorn worker processes per instance", env="WEB_CONCURRENCY"),
+    Key("cpus", "CPUs per instance (Docker limit; picks the Render plan, the Cloud Run and Fargate CPU)"),
     Key("port", "Port the service listens on inside the container", env="PORT"),
-    Key("hostPort", "Port published on the Docker host (default: `port`)"),
-    Key("bindAddress", "Host address the port is published on (127.0.0.1 local, 0.0.0.0 remote)"),
-    Key("publicHost", "Host name in the `url` output (default: localhost, or the dockerHost's host)"),
-    Key("dockerHost", "Remote Docker engine, e.g. `ssh://deploy@203.0.113.10`; unset: the local engine"),
-    Key("dockerSshOpts", "Extra ssh options for an ssh:// dockerHost (list)"),
+    Key("minInstances", "Scaling: fewest instances (0 = scale to zero where the platform can)"),
+    Key("maxInstances", "Scaling: most instances (above minInstances: autoscaling)"),
+    Key("targetCpuPercent", "Scaling: average CPU utilisation the autoscaler aims for"),
+    Key("concurrency", "Scaling: concurrent requests one instance takes, where the platform routes by it"),
     Key("corsAllowedOrigins", "Allowed CORS origins (list or comma separated)", env="CORS_ALLOWED_ORIGINS"),
     Key("rerankDevice", "`cpu`, `cuda` or `auto`", env="RERANK_DEVICE"),
     Key("rerankMaxLength", "Tokens per query+document pair (16-8192)", env="RERANK_MAX_LENGTH"),
     Key("logLevel", "`debug`, `info`, `warning` or `error`", env="LOG_LEVEL"),
-    Key("readOnlyRootFilesystem", "Run the container with a read-only root filesystem and a tmpfs /tmp"),
+    Key("readOnlyRootFilesystem", "Run the container with a read-only root filesystem and a scratch /tmp"),
     Key("startPeriodSeconds", "Health-check grace period for model loading and warm-up"),
-    Key("imageName", "Image reference; a registry path for remote Docker hosts and Render"),
+    Key("shutdownGraceSeconds", "Graceful-shutdown window; also each platform's stop grace", env="RERANK_SHUTDOWN_GRACE_S"),
+    Key("apiKeys", "API keys the service accepts as `Authorization: Bearer <key>` (comma separated)", secret=True, env="RERANK_API_KEYS"),
+    Key("jwtAudience", "Audience a Supabase JWT must carry (service default `authenticated`)", env="RERANK_JWT_AUDIENCE"),
+    Key("allowAnonymous", "Let production run without authentication (private networks only)", env="RERANK_ALLOW_ANONYMOUS"),
+    Key("metricsPublic", "Serve /metrics without an API key", env="RERANK_METRICS_PUBLIC"),
+    Key("imageName", "Image reference; a registry path where the platform pulls it"),
     Key("buildImage", "Build the image from the Dockerfile (`false`: deploy imageName as is)"),
     Key("imageBuildArgs", "Docker build arguments (map; keys must be ARGs of the Dockerfile)"),
-    Key("imagePlatform", "Build platform (default linux/amd64 for remote hosts and Render)"),
+    Key("imagePlatform", "Build platform (default linux/amd64 wherever the image is pushed)"),
     Key("dockerfile", "Dockerfile path, relative to the repository root"),
     Key("registryServer", "Registry host for pushing/pulling (default: imageName's host)"),
     Key("registryUsername", "Registry user name"),
     Key("registryPassword", "Registry password or token", secret=True),
-    Key("renderOwnerId", "Render workspace (owner) id, `tea-...` or `usr-...`"),
-    Key("renderServiceName", "Render service name (default `reranker-<stack>`)"),
-    Key("renderRegion", "Render region: " + ", ".join(RENDER_REGIONS)),
-    Key("renderInstances", "Number of Render instances"),
-    Key("renderAutoDeploy", "Render auto-deploy (`true`/`false`)"),
-    Key("renderPlan", "Force a Render plan instead of deriving it from memoryMb"),
-    Key("renderRegistryCredentialId", "Existing Render registry credential id (`rgc-...`)"),
-    Key("renderRegistryCredentialName", "Registry credential name the Blueprint refers to"),
     Key("env", "Extra plain environment variables (map NAME: value)"),
     Key("secretEnv", "Extra secret environment variables: one JSON map set with --secret", secret=True),
     Key(
@@ -148,13 +144,24 @@ KEYS: tuple[Key, ...] = (
     ),
     *GUIDE_KEYS,
 )
-KEYS_BY_NAME = {key.name: key for key in KEYS}
-SECRET_KEYS = frozenset(key.name for key in KEYS if key.secret)
+COMMON_KEYS_BY_NAME = {key.name: key for key in COMMON_KEYS}
 
-# Variables the typed keys own: `env` may not set them (it would silently fight the typed key).
-MANAGED_ENV = {key.env: key.name for key in KEYS if key.env}
 _SECRET_LOOKING = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY|CREDENTIAL)")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variables the typed keys own: `env` may not set them (it would silently fight the typed key).
+MANAGED_ENV = {key.env: key.name for key in COMMON_KEYS if key.env}
+_SECRET_KEYS = frozenset(key.name for key in COMMON_KEYS if key.secret)
+
+
+def all_keys() -> tuple[Key, ...]:
+    """Every `reranker:*` key: the shared ones, then each registered target's (documented in README)."""
+    from infra import targets
+
+    return targets.all_keys()
+
+
+def keys_by_name() -> dict[str, Key]:
+    return {key.name: key for key in all_keys()}
 
 
 @dataclass(frozen=True)
@@ -169,27 +176,43 @@ class RawConfig:
 
 
 @dataclass(frozen=True)
+class Scaling:
+    """The one scaling block of every target. Each target maps it onto its autoscaler or refuses
+    (by key) what it cannot honour; `explicit` names the keys the stack actually sets."""
+
+    min_instances: int = 1
+    max_instances: int = 1
+    target_cpu_percent: int | None = None
+    concurrency: int | None = None
+    explicit: frozenset[str] = frozenset()
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.max_instances > self.min_instances
+
+
+@dataclass(frozen=True)
 class StackConfig:
-    """The validated settings of one stack."""
+    """The validated settings of one stack: the shared ones, and the target's own in `target_settings`
+    (the object the target module's `parse()` returned)."""
 
     stack: str
     target: str
     environment: str
+    image_flavour: str
     memory_mb: int
+    memory_explicit: bool  # False: derived from infra/sizing.py (targets may round it up to their sizes)
     workers: int
     cpus: float | None
     port: int
-    host_port: int
-    bind_address: str
-    public_host: str
-    docker_host: str | None
-    docker_ssh_opts: tuple[str, ...]
+    scaling: Scaling
     cors_allowed_origins: tuple[str, ...]
     rerank_device: str
     rerank_max_length: int
     log_level: str
     read_only_root_filesystem: bool
     start_period_seconds: int
+    shutdown_grace_seconds: int
     image_name: str
     build_image: bool
     image_build_args: Mapping[str, str]
@@ -198,31 +221,34 @@ class StackConfig:
     registry_server: str | None
     registry_username: str | None
     registry_password: Secret | None
-    render_owner_id: str | None
-    render_service_name: str
-    render_region: str
-    render_instances: int
-    render_auto_deploy: bool
-    render_plan: sizing.RenderPlan | None
-    render_registry_credential_id: str | None
-    render_registry_credential_name: str | None
-    plain_env: Mapping[str, str]  # guide variables and `env` extras, by variable name
-    secret_env: Mapping[str, Secret]  # guide secrets and `secretEnv` extras, by variable name
+    plain_env: Mapping[str, str]  # auth settings, guide variables and `env` extras, by variable name
+    secret_env: Mapping[str, Secret]  # auth secrets, guide secrets and `secretEnv` extras, by variable name
     required_secrets: tuple[str, ...]
+    target_settings: Any = None
     warnings: tuple[str, ...] = field(default=())
 
     @property
-    def is_remote_docker(self) -> bool:
-        return (
-            self.target == "docker"
-            and self.docker_host is not None
-            and not self.docker_host.startswith("unix://")
-        )
+    def pulls_from_registry(self) -> bool:
+        """Whether the platform pulls the image from a registry (anything but the local Docker engine)."""
+        return bool(getattr(self.target_settings, "pulls_from_registry", True))
 
     @property
     def pushes_image(self) -> bool:
-        """Whether the built image goes to a registry (anything but the local Docker engine)."""
-        return self.build_image and (self.target == "render" or self.is_remote_docker)
+        """Whether the built image goes to a registry."""
+        return self.build_image and self.pulls_from_registry
+
+    @property
+    def service_name(self) -> str:
+        return getattr(self.target_settings, "service_name", None) or f"{PROJECT}-{self.stack}"
+
+    @property
+    def build_target(self) -> str:
+        """The Dockerfile stage of the image flavour."""
+        return sizing.footprint(self.image_flavour).build_target
+
+    @property
+    def required_memory_mb(self) -> int:
+        return sizing.required_memory_mb(self.workers, self.image_flavour)
 
     @property
     def context_dir(self) -> Path:
@@ -241,9 +267,10 @@ def load() -> StackConfig:
 def load_stack_file(stack: str, path: Path | None = None, *, deploy: bool = True) -> StackConfig:
     """Read and validate `Pulumi.<stack>.yaml` without the Pulumi engine (secure values stay unknown).
 
-    `deploy=False` skips the checks that only matter to `pulumi up` from this machine (the Render owner
-    id, the image-name placeholder, the presence of required secrets, the Dockerfile): the Render
-    Blueprint is applied from Render's dashboard, which asks for those itself."""
+    `deploy=False` skips the checks that only matter to `pulumi up` from this machine (ids a dashboard
+    asks for, the image-name placeholder, the presence of required secrets, the Dockerfile): config-as-
+    code files such as the Render Blueprint are applied from the platform's dashboard, which asks for
+    those itself."""
     return parse(raw_from_stack_file(stack, path), deploy=deploy)
 
 
@@ -307,8 +334,9 @@ def _contains_secure(value: Any) -> bool:
 class _Reader:
     """Typed getters that record problems instead of stopping at the first one."""
 
-    def __init__(self, raw: RawConfig) -> None:
+    def __init__(self, raw: RawConfig, *, deploy: bool = True) -> None:
         self.raw = raw
+        self.deploy = deploy  # False: reading a stack file for a generator, not for `pulumi up`
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.read: set[str] = set()
@@ -433,132 +461,105 @@ class _Reader:
 
 
 def parse(raw: RawConfig, *, deploy: bool = True) -> StackConfig:
-    """Validate a stack's raw settings; raise ConfigError listing every problem."""
-    r = _Reader(raw)
-    _check_unknown_keys(r)
+    """Validate a stack's raw settings, the shared ones here and the target's in its module's `parse()`;
+    raise ConfigError listing every problem."""
+    from infra import targets
 
-    target = r.string("target", "docker", TARGETS) or "docker"
+    r = _Reader(raw, deploy=deploy)
+    target = r.string("target", targets.DEFAULT_TARGET, targets.names()) or targets.DEFAULT_TARGET
+    module = targets.get_target(target)
+    _check_unknown_keys(r, target)
+
     environment = r.string("environment", "development", ENVIRONMENTS) or "development"
+    flavour = r.string("imageFlavour", sizing.DEFAULT_FLAVOUR, sizing.FLAVOURS) or sizing.DEFAULT_FLAVOUR
     workers = r.integer("workers", 1, 1, 64)
-    memory_mb = r.integer("memoryMb", 1024, 128, 1024 * 1024)
+    memory_explicit = r.has("memoryMb")
+    memory_mb = r.integer("memoryMb", sizing.required_memory_mb(workers, flavour), 128, 1024 * 1024)
     cpus = r.number("cpus", 0, 256)
     port = r.integer("port", 8000, 1, 65535)
-    host_port = r.integer("hostPort", port, 1, 65535)
-    docker_host = r.string("dockerHost")
-    docker_ssh_opts = r.string_list("dockerSshOpts")
+    scaling = _read_scaling(r)
     cors = r.string_list("corsAllowedOrigins")
     rerank_device = r.string("rerankDevice", "cpu", DEVICES) or "cpu"
     rerank_max_length = r.integer("rerankMaxLength", 512, 16, 8192)
     log_level = r.string("logLevel", "info", LOG_LEVELS) or "info"
     read_only = r.boolean("readOnlyRootFilesystem", True)
     start_period = r.integer("startPeriodSeconds", 120, 5, 3600)
+    shutdown_grace = r.integer("shutdownGraceSeconds", 30, 1, 3600)
     build_image = r.boolean("buildImage", True)
     image_name = r.string("imageName", f"{PROJECT}:{raw.stack}") or f"{PROJECT}:{raw.stack}"
     image_build_args = r.mapping("imageBuildArgs")
+    image_platform = r.string("imagePlatform")
     dockerfile = REPO_ROOT / (r.string("dockerfile", "Dockerfile") or "Dockerfile")
     registry_server = r.string("registryServer")
     registry_username = r.string("registryUsername")
     registry_password = r.secret("registryPassword")
-    render_owner_id = r.string("renderOwnerId")
-    render_service_name = r.string("renderServiceName", f"{PROJECT}-{raw.stack}") or f"{PROJECT}-{raw.stack}"
-    render_region = r.string("renderRegion", "oregon", RENDER_REGIONS) or "oregon"
-    render_instances = r.integer("renderInstances", 1, 1, 100)
-    render_auto_deploy = r.boolean("renderAutoDeploy", False)
-    render_plan_name = r.string("renderPlan", None, [plan.api_name for plan in sizing.RENDER_PLANS])
-    render_credential_id = r.string("renderRegistryCredentialId")
-    render_credential_name = r.string("renderRegistryCredentialName")
     extra_env = r.mapping("env")
     secret_env_raw = r.secret("secretEnv")
     required_default = PROD_REQUIRED_SECRETS if environment == "production" else ()
     required_secrets = r.string_list("requiredSecrets", required_default)
 
-    remote = docker_host is not None and not docker_host.startswith("unix://")
-    bind_address = r.string("bindAddress", "0.0.0.0" if remote else "127.0.0.1") or "127.0.0.1"
-    public_host = r.string("publicHost", _host_of(docker_host) if remote else "localhost") or "localhost"
-    platform_default = "linux/amd64" if (target == "render" or remote) else None
-    image_platform = r.string("imagePlatform", platform_default)
-
-    _check_memory(r, memory_mb, workers)
+    _check_memory(r, memory_mb, workers, flavour)
     if rerank_max_length > sizing.FOOTPRINT_MEASURED_AT_MAX_LENGTH:
         r.warnings.append(
             f"{PROJECT}:rerankMaxLength={rerank_max_length} is above the "
             f"{sizing.FOOTPRINT_MEASURED_AT_MAX_LENGTH} tokens the per-worker footprint was measured at; "
             "re-measure it (infra/sizing.py) before trusting memoryMb"
         )
-    _check_docker_host(r, docker_host)
+    if not sizing.footprint(flavour).measured:
+        r.warnings.append(
+            f"{PROJECT}:imageFlavour={flavour}: its per-worker footprint in infra/sizing.py is provisional "
+            "(not yet measured in the image); size memoryMb with margin"
+        )
     _check_cors(r, cors)
     _check_registry(r, registry_username, r.has("registryPassword"))
-    if target == "render" or remote:
-        _check_registry_image(
-            r, image_name, "Render" if target == "render" else "the remote Docker host", deploy
-        )
     if build_image:
         if deploy:
-            _check_dockerfile(r, dockerfile, image_build_args)
+            _check_dockerfile(r, dockerfile, image_build_args, sizing.footprint(flavour).build_target, flavour)
     elif image_build_args:
         r.problem("imageBuildArgs", "is set but buildImage=false, so nothing is built; remove one of them")
 
-    render_plan = None
-    if target == "render":
-        if render_owner_id is None and deploy:
-            r.problem(
-                "renderOwnerId", "is required for target=render (pulumi config set renderOwnerId tea-...)"
-            )
-        render_plan = _pick_render_plan(r, memory_mb, workers, cpus, render_plan_name)
-        server = registry_server or registry_host(image_name)
-        if registry_username and render_credential_id is None and server not in RENDER_REGISTRY_TYPES:
-            r.problem(
-                "registryServer",
-                f"={server!r} is not a registry Render can hold a credential for "
-                f"({', '.join(sorted(RENDER_REGISTRY_TYPES))}); "
-                "create the credential in the Render dashboard "
-                "and set renderRegistryCredentialId rgc-...",
-            )
-
+    auth_plain, auth_secret = _read_auth(r, environment, deploy)
     guide_plain, guide_secret = _read_guide_keys(r)
-    secret_env = dict(guide_secret)
+    secret_env = {**auth_secret, **guide_secret}
     if secret_env_raw is not None:
         secret_env.update(_parse_secret_env(r, secret_env_raw))
     _check_required_secrets(r, required_secrets, raw, deploy)
 
-    plain_env = {**guide_plain, **_check_extra_env(r, extra_env, secret_env)}
-    _check_service_accepts(
-        r,
-        extra_env,
-        {
-            "PORT": str(port),
-            "WEB_CONCURRENCY": str(workers),
-            "ENVIRONMENT": environment,
-            "RERANK_DEVICE": rerank_device,
-            "RERANK_MAX_LENGTH": str(rerank_max_length),
-            "LOG_LEVEL": log_level,
-        },
-    )
+    plain_env = {**auth_plain, **guide_plain, **_check_extra_env(r, extra_env, secret_env)}
+    typed_env = {
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "ENVIRONMENT": environment,
+        "RERANK_DEVICE": rerank_device,
+        "RERANK_MAX_LENGTH": str(rerank_max_length),
+        "LOG_LEVEL": log_level,
+        "RERANK_SHUTDOWN_GRACE_S": str(shutdown_grace),
+        **auth_plain,
+    }
+    if any(r.has(key) for key in AUTH_KEYS):
+        # The credentials are secrets (unknown here) and checked above; the service's own production
+        # check must not fail for lack of them.
+        typed_env["RERANK_ALLOW_ANONYMOUS"] = "true"
+    _check_service_accepts(r, extra_env, typed_env)
 
-    unread = {key.name for key in KEYS} - r.read
-    assert not unread, f"keys declared in KEYS but never parsed: {sorted(unread)}"
-
-    if r.problems:
-        raise ConfigError(r.problems, raw.source)
-    return StackConfig(
+    common = StackConfig(
         stack=raw.stack,
         target=target,
         environment=environment,
+        image_flavour=flavour,
         memory_mb=memory_mb,
+        memory_explicit=memory_explicit,
         workers=workers,
         cpus=cpus,
         port=port,
-        host_port=host_port,
-        bind_address=bind_address,
-        public_host=public_host,
-        docker_host=docker_host,
-        docker_ssh_opts=docker_ssh_opts,
+        scaling=scaling,
         cors_allowed_origins=cors,
         rerank_device=rerank_device,
         rerank_max_length=rerank_max_length,
         log_level=log_level,
         read_only_root_filesystem=read_only,
         start_period_seconds=start_period,
+        shutdown_grace_seconds=shutdown_grace,
         image_name=image_name,
         build_image=build_image,
         image_build_args=dict(sorted(image_build_args.items())),
@@ -567,26 +568,45 @@ def parse(raw: RawConfig, *, deploy: bool = True) -> StackConfig:
         registry_server=registry_server or registry_host(image_name),
         registry_username=registry_username,
         registry_password=registry_password,
-        render_owner_id=render_owner_id,
-        render_service_name=render_service_name,
-        render_region=render_region,
-        render_instances=render_instances,
-        render_auto_deploy=render_auto_deploy,
-        render_plan=render_plan,
-        render_registry_credential_id=render_credential_id,
-        render_registry_credential_name=render_credential_name,
         plain_env=dict(sorted(plain_env.items())),
         secret_env=dict(sorted(secret_env.items())),
         required_secrets=required_secrets,
-        warnings=tuple(r.warnings),
     )
+    settings = module.parse(r, common)
+
+    unread = {key.name for key in (*COMMON_KEYS, *module.KEYS)} - r.read
+    assert not unread, f"keys declared but never parsed: {sorted(unread)}"
+    if r.problems:
+        raise ConfigError(r.problems, raw.source)
+    cfg = dataclasses.replace(common, target_settings=settings, warnings=tuple(r.warnings))
+    if cfg.image_platform is None and cfg.pushes_image:
+        cfg = dataclasses.replace(cfg, image_platform="linux/amd64")  # what the platforms run
+    return cfg
 
 
-def _check_unknown_keys(r: _Reader) -> None:
+def _check_unknown_keys(r: _Reader, target: str) -> None:
+    from infra import targets
+
+    owners = targets.key_owners()
+    retired = targets.retired_keys()
+    own = {key.name for key in COMMON_KEYS} | {key.name for key in targets.get_target(target).KEYS}
     for key in sorted(r.raw.values):
-        if key in KEYS_BY_NAME:
+        if key in own:
             continue
-        close = difflib.get_close_matches(key, KEYS_BY_NAME, n=1)
+        if key in retired:
+            r.problem(
+                key,
+                f"was retired; use {retired[key][1]}: pulumi config rm {key}",
+            )
+            continue
+        if key in owners:
+            r.problem(
+                key,
+                f"is a setting of target {' / '.join(sorted(owners[key]))}, but this stack's target is "
+                f"{target}; remove it: pulumi config rm {key}",
+            )
+            continue
+        close = difflib.get_close_matches(key, list(own), n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         r.problem(
             key,
@@ -595,75 +615,127 @@ def _check_unknown_keys(r: _Reader) -> None:
         )
 
 
-def _check_memory(r: _Reader, memory_mb: int, workers: int) -> None:
-    needed = sizing.required_memory_mb(workers)
+def _read_scaling(r: _Reader) -> Scaling:
+    explicit = frozenset(key for key in SCALING_KEYS if r.has(key))
+    low = r.integer("minInstances", 1, 0, 1000)
+    high = r.integer("maxInstances", max(low, 1), 1, 1000)
+    cpu_target = r.integer("targetCpuPercent", 0, 1, 100) if r.has("targetCpuPercent") else None
+    concurrency = r.integer("concurrency", 0, 1, 1000) if r.has("concurrency") else None
+    r.read.update(("targetCpuPercent", "concurrency"))
+    if high < low:
+        r.problem(
+            "maxInstances",
+            f"={high} is below minInstances={low}; pulumi config set maxInstances {max(low, 1)}",
+        )
+        high = max(low, 1)
+    if cpu_target == 0 or concurrency == 0:  # out of range, already reported
+        cpu_target = cpu_target or None
+        concurrency = concurrency or None
+    if cpu_target is not None and high <= low:
+        r.problem(
+            "targetCpuPercent",
+            f"={cpu_target} has nothing to scale: maxInstances={high} is not above minInstances={low}; "
+            f"set a higher maximum (pulumi config set maxInstances {low + 2}) "
+            "or remove it (pulumi config rm targetCpuPercent)",
+        )
+    return Scaling(low, high, cpu_target, concurrency, explicit)
+
+
+def refuse_scaling(r: _Reader, scaling: Scaling, keys: Iterable[str], reason: str) -> None:
+    """For targets: report each of `keys` the stack sets as something this platform cannot honour."""
+    for key in keys:
+        if key in scaling.explicit:
+            r.problem(key, f"cannot be honoured: {reason}; remove it (pulumi config rm {key})")
+
+
+def check_size(
+    r: _Reader,
+    key: str,
+    cfg: StackConfig,
+    sizes: Iterable[sizing.S],
+    *,
+    platform: str,
+    forced: sizing.S | None = None,
+    cpus: float | None = None,
+) -> sizing.S | None:
+    """For targets with a size table: the smallest size that holds memoryMb (and `cpus`), or the forced
+    one if it can; otherwise record a problem naming the smallest size that fits."""
+    sizes = list(sizes)
+    needed = cfg.required_memory_mb
+    fp = sizing.footprint(cfg.image_flavour)
+    if forced is not None:
+        if forced.memory_mb < needed:
+            fitting = sizing.smallest_fitting(sizes, needed, cpus)
+            fix = f"use {fitting.name} (pulumi config set {key} {fitting.name})" if fitting else ""
+            r.problem(
+                key,
+                f"={forced.name} ({forced.memory_mb} MB) cannot hold {cfg.workers} worker(s) x "
+                f"{fp.worker_mb} MB + {fp.headroom_mb} MB headroom = {needed} MB; {fix}",
+            )
+        elif cfg.memory_explicit and forced.memory_mb < cfg.memory_mb:
+            r.problem(
+                key,
+                f"={forced.name} has {forced.memory_mb} MB, less than memoryMb={cfg.memory_mb}; lower memoryMb "
+                f"(pulumi config set memoryMb {forced.memory_mb}) or remove {key} (pulumi config rm {key})",
+            )
+        if cpus is not None and forced.cpus < cpus:
+            r.problem("cpus", f"={cpus:g} is more than {key}={forced.name} offers ({forced.cpus:g} CPU)")
+        return forced
+    found = sizing.smallest_fitting(sizes, cfg.memory_mb, cpus)
+    if found is None:
+        largest = sizes[-1]
+        r.problem(
+            "memoryMb",
+            f"={cfg.memory_mb}{f' with cpus={cpus:g}' if cpus else ''} does not fit the largest supported "
+            f"{platform} {largest.name} ({largest.memory_mb} MB, {largest.cpus:g} CPU); lower memoryMb "
+            f"(pulumi config set memoryMb {largest.memory_mb}) or workers",
+        )
+    return found
+
+
+def _check_memory(r: _Reader, memory_mb: int, workers: int, flavour: str) -> None:
+    needed = sizing.required_memory_mb(workers, flavour)
     if memory_mb >= needed:
         return
-    fits = sizing.max_workers_for(memory_mb)
+    fits = sizing.max_workers_for(memory_mb, flavour)
     alternative = f", or lower workers to {fits} (pulumi config set workers {fits})" if fits >= 1 else ""
+    if flavour != "onnx" and memory_mb >= sizing.required_memory_mb(workers, "onnx"):
+        alternative += " (the onnx image flavour fits: pulumi config set imageFlavour onnx)"
     r.problem(
         "memoryMb",
-        f"={memory_mb} is too small for {workers} worker{'s' if workers != 1 else ''} x "
-        f"{sizing.WORKER_FOOTPRINT_MB} MB + {sizing.HEADROOM_MB} MB headroom; set memoryMb >= {needed} "
+        f"={memory_mb} is too small for {sizing.need_text(workers, flavour)}; set memoryMb >= {needed} "
         f"(pulumi config set memoryMb {needed}){alternative}",
     )
 
 
-def _pick_render_plan(
-    r: _Reader, memory_mb: int, workers: int, cpus: float | None, forced: str | None
-) -> sizing.RenderPlan | None:
-    needed = sizing.required_memory_mb(workers)
-    if forced is not None:
-        plan = sizing.RENDER_PLANS_BY_NAME[forced]
-        if plan.memory_mb < needed:
-            fitting = sizing.smallest_render_plan(needed)
-            fix = (
-                f"use {fitting.api_name} (pulumi config set renderPlan {fitting.api_name})" if fitting else ""
-            )
-            r.problem(
-                "renderPlan",
-                f"={forced} ({plan.memory_mb} MB) cannot hold {workers} worker(s) x "
-                f"{sizing.WORKER_FOOTPRINT_MB} MB + {sizing.HEADROOM_MB} MB headroom = {needed} MB; {fix}",
-            )
-        elif plan.memory_mb < memory_mb:
-            r.problem(
-                "renderPlan",
-                f"={forced} has {plan.memory_mb} MB, less than memoryMb={memory_mb}; lower memoryMb "
-                f"(pulumi config set memoryMb {plan.memory_mb}) "
-                "or remove renderPlan (pulumi config rm renderPlan)",
-            )
-        if cpus is not None and plan.cpus < cpus:
-            r.problem("cpus", f"={cpus:g} is more than renderPlan={forced} offers ({plan.cpus:g} CPU)")
-        return plan
-    plan = sizing.smallest_render_plan(memory_mb, cpus)
-    if plan is None:
-        largest = sizing.RENDER_PLANS[-1]
+def _read_auth(r: _Reader, environment: str, deploy: bool) -> tuple[dict[str, str], dict[str, Secret]]:
+    """Issue 10's settings: API keys and the JWT audience, anonymous access, public metrics."""
+    plain: dict[str, str] = {}
+    secret: dict[str, Secret] = {}
+    api_keys = r.secret("apiKeys")
+    if api_keys is not None:
+        if api_keys.known and not [k for k in api_keys.reveal().split(",") if k.strip()]:
+            r.problem("apiKeys", "holds no key; pulumi config set --secret apiKeys <key1>,<key2>")
+        else:
+            secret["RERANK_API_KEYS"] = api_keys
+    audience = r.string("jwtAudience")
+    if audience is not None:
+        plain["RERANK_JWT_AUDIENCE"] = audience
+    allow_anonymous = r.boolean("allowAnonymous", False)
+    if r.has("allowAnonymous"):
+        plain["RERANK_ALLOW_ANONYMOUS"] = str(allow_anonymous).lower()
+    metrics_public = r.boolean("metricsPublic", False)
+    if r.has("metricsPublic"):
+        plain["RERANK_METRICS_PUBLIC"] = str(metrics_public).lower()
+    authenticated = any(r.has(key) for key in AUTH_KEYS)
+    if environment == "production" and deploy and not authenticated and not allow_anonymous:
         r.problem(
-            "memoryMb",
-            f"={memory_mb}{f' with cpus={cpus:g}' if cpus else ''} does not fit the largest supported Render "
-            f"plan {largest.api_name} ({largest.memory_mb} MB, {largest.cpus:g} CPU); lower memoryMb "
-            f"(pulumi config set memoryMb {largest.memory_mb}) or workers",
+            "apiKeys",
+            "is not set, nor supabaseJwtSecret or supabaseJwtPublicKey: environment=production refuses to "
+            "deploy a service anyone can call; pulumi config set --secret apiKeys <key1>,<key2> "
+            "(or set a JWT key), or, on a private network only, pulumi config set allowAnonymous true",
         )
-    return plan
-
-
-def _host_of(docker_host: str | None) -> str:
-    if not docker_host:
-        return "localhost"
-    return urlsplit(docker_host).hostname or "localhost"
-
-
-def _check_docker_host(r: _Reader, docker_host: str | None) -> None:
-    if docker_host is None:
-        return
-    parts = urlsplit(docker_host)
-    if parts.scheme not in ("ssh", "tcp", "unix") or (parts.scheme != "unix" and not parts.hostname):
-        r.problem(
-            "dockerHost",
-            f"={docker_host!r} must look like ssh://user@host, tcp://host:2376 "
-            "or unix:///var/run/docker.sock "
-            "(pulumi config set dockerHost ssh://deploy@203.0.113.10)",
-        )
+    return plain, secret
 
 
 def _check_cors(r: _Reader, origins: tuple[str, ...]) -> None:
@@ -688,7 +760,7 @@ def registry_host(image_name: str) -> str | None:
     return "docker.io" if sep else None
 
 
-def _check_registry_image(r: _Reader, image_name: str, puller: str, deploy: bool) -> None:
+def check_registry_image(r: _Reader, image_name: str, puller: str, deploy: bool) -> None:
     if registry_host(image_name) is None:
         r.problem(
             "imageName",
@@ -723,7 +795,17 @@ def dockerfile_args(dockerfile: Path) -> set[str]:
     return set(_ARG_LINE.findall(dockerfile.read_text()))
 
 
-def _check_dockerfile(r: _Reader, dockerfile: Path, build_args: Mapping[str, str]) -> None:
+_STAGE_LINE = re.compile(r"^\s*FROM\s+\S+\s+AS\s+([A-Za-z0-9_.-]+)", re.IGNORECASE | re.MULTILINE)
+
+
+def dockerfile_stages(dockerfile: Path) -> list[str]:
+    """The named build stages of a Dockerfile (`FROM ... AS name`), in order."""
+    return _STAGE_LINE.findall(dockerfile.read_text())
+
+
+def _check_dockerfile(
+    r: _Reader, dockerfile: Path, build_args: Mapping[str, str], stage: str, flavour: str
+) -> None:
     if not dockerfile.is_file():
         r.problem(
             "dockerfile",
@@ -737,6 +819,15 @@ def _check_dockerfile(r: _Reader, dockerfile: Path, build_args: Mapping[str, str
             f"imageBuildArgs.{name}",
             f"is not an ARG of {dockerfile.name} (it declares: {', '.join(sorted(declared)) or 'none'}); "
             f"remove it: pulumi config rm --path 'imageBuildArgs.{name}'",
+        )
+    stages = dockerfile_stages(dockerfile)
+    if stage not in stages:
+        r.problem(
+            "imageFlavour",
+            f"={flavour} builds the Dockerfile stage {stage!r}, which {dockerfile.name} does not define "
+            f"(its stages: {', '.join(stages) or 'none'}); pick another flavour "
+            f"(pulumi config set imageFlavour {sizing.DEFAULT_FLAVOUR}) or deploy a pushed image "
+            "(pulumi config set buildImage false)",
         )
 
 
@@ -783,15 +874,15 @@ def _parse_secret_env(r: _Reader, value: Secret) -> dict[str, Secret]:
 
 def _check_required_secrets(r: _Reader, required: tuple[str, ...], raw: RawConfig, deploy: bool) -> None:
     for key in required:
-        if key not in SECRET_KEYS or key == "secretEnv":
-            secrets = ", ".join(k.name for k in GUIDE_KEYS if k.secret)
+        if key not in _SECRET_KEYS or key == "secretEnv":
+            secrets = ", ".join(k.name for k in COMMON_KEYS if k.secret and k.name != "secretEnv")
             r.problem(
                 "requiredSecrets", f"lists {key!r}, which is not a secret setting (choose from: {secrets})"
             )
             continue
         value = raw.values.get(key)
         if deploy and (value is None or (value is not _ENCRYPTED and str(value).strip() == "")):
-            env = KEYS_BY_NAME[key].env or key
+            env = COMMON_KEYS_BY_NAME[key].env or key
             r.problem(
                 key,
                 f"({env}) is required by stack {raw.stack} but not set; "
@@ -850,3 +941,15 @@ def _check_service_accepts(r: _Reader, extra: Mapping[str, str], typed: Mapping[
             name = str(error["loc"][0]) if error.get("loc") else "?"
             where = MANAGED_ENV.get(name) or f"env.{name}"
             r.problem(where, f"={values.get(name)!r} is not accepted by the service ({name}): {error['msg']}")
+
+
+def __getattr__(name: str) -> Any:
+    """`KEYS` / `KEYS_BY_NAME` / `SECRET_KEYS`: every key, the shared ones and each target's (computed on
+    use, since the targets' modules import this one)."""
+    if name == "KEYS":
+        return all_keys()
+    if name == "KEYS_BY_NAME":
+        return keys_by_name()
+    if name == "SECRET_KEYS":
+        return frozenset(key.name for key in all_keys() if key.secret)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,13 +1,13 @@
-"""The Pulumi program: read the stack settings, build the spec, deploy it to the stack's target."""
+"""The Pulumi program: read the stack settings, build the spec, deploy it to the stack's target.
+
+It names no platform: the `target` setting picks a module from the registry in infra/targets/."""
 
 from __future__ import annotations
 
 import pulumi
 
-from infra import config
+from infra import config, targets
 from infra.spec import build_spec
-from infra.targets.docker import DockerDeployment
-from infra.targets.render import RenderDeployment
 
 
 def run() -> dict[str, object]:
@@ -16,12 +16,7 @@ def run() -> dict[str, object]:
     for warning in cfg.warnings:
         pulumi.log.warn(warning)
     spec = build_spec(cfg)
-
-    deployment: DockerDeployment | RenderDeployment
-    if cfg.target == "render":
-        deployment = RenderDeployment(spec.name, cfg, spec)
-    else:
-        deployment = DockerDeployment(spec.name, cfg, spec)
+    deployment = targets.get_target(cfg.target).deploy(spec.name, cfg, spec)
 
     outputs: dict[str, object] = {
         "url": deployment.url,
@@ -29,14 +24,12 @@ def run() -> dict[str, object]:
         "imageName": deployment.image_name,
         "imageDigest": deployment.image_digest,
         "target": cfg.target,
+        "imageFlavour": cfg.image_flavour,
         "memoryMb": cfg.memory_mb,
         "workers": cfg.workers,
         "envNames": spec.env_names,
+        **getattr(deployment, "extra_outputs", {}),
     }
-    if isinstance(deployment, RenderDeployment):
-        outputs["renderPlan"] = deployment.plan.api_name
-        outputs["renderPlanListPriceUsdPerMonth"] = deployment.plan.usd_per_month
-        outputs["renderDashboardUrl"] = deployment.dashboard_url
     for name, value in outputs.items():
         pulumi.export(name, value)
     return outputs

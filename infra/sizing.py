@@ -1,18 +1,20 @@
-"""Memory sizing: the one place that records what one service worker costs, and the Render plans.
+"""Memory sizing: the one place that records what one service worker costs, per image flavour.
 
-Everything that decides a memory limit or an instance type (the Docker `memory` limit, the Render
-plan, the Blueprint, the validation at `pulumi preview`) reads these numbers; nothing else hard-codes
-a size.
+Everything that decides a memory limit or an instance size (the Docker `memory` limit, the Render plan,
+Cloud Run's and Fargate's CPU/memory, the Blueprint, the validation at `pulumi preview`) reads these
+numbers; nothing else hard-codes a footprint. The size tables themselves belong to the targets
+(infra/targets/<name>.py): each picks the smallest of its sizes that holds `required_memory_mb()`.
 
-How WORKER_FOOTPRINT_MB is measured (re-measure whenever the model, the pins or the defaults change):
+How a footprint is measured (re-measure whenever the model, the pins or the defaults change):
 
-    docker run -d --name rr-measure -p 8000:8000 -e WEB_CONCURRENCY=1 <image built from the Dockerfile>
+    docker build --target <runtime | runtime-onnx> -t rr-measure .
+    docker run -d --name rr-measure -p 8000:8000 -e WEB_CONCURRENCY=1 rr-measure
     # wait for `docker inspect -f '{{.State.Health.Status}}' rr-measure` == healthy, then send one
     # /v1/rerank request with 100 documents of ~200 words each (RERANK_MAX_LENGTH=512)
     docker exec rr-measure sh -c 'cat /sys/fs/cgroup/memory.peak'   # cgroup v2 peak, bytes
 
-The footprint is the peak RSS of ONE uvicorn worker (model loaded, warmed up, after serving that
-100-document request), rounded up to the next 50 MB. HEADROOM_MB covers what does not scale with the
+The worker footprint is the peak RSS of ONE uvicorn worker (model loaded, warmed up, after serving that
+100-document request), rounded up to the next 50 MB. The headroom covers what does not scale with the
 worker count: the uvicorn supervisor process, the health-check interpreter that Docker starts every
 interval, /tmp (a tmpfs, charged to the container) and allocator slack.
 """
@@ -20,53 +22,94 @@ interval, /tmp (a tmpfs, charged to the container) and allocator slack.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-# Measured 2026-11-25 with the procedure above on the image built from the Dockerfile with the
-# JinaBERT-shaped test model (same shapes as jina-reranker-v1-tiny-en: 4 layers, hidden 384, 12 heads,
-# ALiBi capped at 512, fp32): 501 MB cgroup peak serving 100 documents x 512 tokens with
-# RERANK_BATCH_TOKENS=4096 (tests/image/test_image.py prints it on every run). Rounded up: 550 MB.
-WORKER_FOOTPRINT_MB = 550
-HEADROOM_MB = 150
-# The footprint above was taken at this RERANK_MAX_LENGTH. Attention memory grows with the square of
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one image flavour costs in memory."""
+
+    flavour: str  # the `imageFlavour` setting
+    build_target: str  # the Dockerfile stage that builds it
+    worker_mb: int  # peak RSS of one worker
+    headroom_mb: int  # what does not scale with the worker count
+    measured: bool  # False: a provisional figure, see its comment
+
+
+FOOTPRINTS: dict[str, Footprint] = {
+    # Measured 2026-11-25 with the procedure above on the image built from the Dockerfile with the
+    # JinaBERT-shaped test model (same shapes as jina-reranker-v1-tiny-en: 4 layers, hidden 384, 12 heads,
+    # ALiBi capped at 512, fp32): 501 MB cgroup peak serving 100 documents x 512 tokens with
+    # RERANK_BATCH_TOKENS=4096 (tests/image/test_image.py prints it on every run). Rounded up: 550 MB.
+    "torch": Footprint("torch", "runtime", worker_mb=550, headroom_mb=150, measured=True),
+    # PROVISIONAL, NOT MEASURED: the `runtime-onnx` stage (issue 12: no torch, transformers or
+    # sentence-transformers; ONNX Runtime + tokenizers) is being built and measured on another branch.
+    # 300 MB is issue 12's acceptance ceiling for one worker serving W1 (100 documents), not a
+    # measurement. Replace it with the measured peak (same procedure, `--target runtime-onnx`) and set
+    # measured=True. With it, one worker needs 300 + 150 = 450 MB: Render `starter` (512 MB) holds it.
+    "onnx": Footprint("onnx", "runtime-onnx", worker_mb=300, headroom_mb=150, measured=False),
+}
+FLAVOURS: tuple[str, ...] = tuple(FOOTPRINTS)
+DEFAULT_FLAVOUR = "torch"
+
+# The torch figures under their historical names (the torch image is the default flavour).
+WORKER_FOOTPRINT_MB = FOOTPRINTS["torch"].worker_mb
+HEADROOM_MB = FOOTPRINTS["torch"].headroom_mb
+# The footprints above were taken at this RERANK_MAX_LENGTH. Attention memory grows with the square of
 # the sequence length, so a larger cap needs a new measurement (preview warns about it).
 FOOTPRINT_MEASURED_AT_MAX_LENGTH = 512
 
 
-def required_memory_mb(workers: int) -> int:
+def footprint(flavour: str = DEFAULT_FLAVOUR) -> Footprint:
+    return FOOTPRINTS[flavour]
+
+
+def required_memory_mb(workers: int, flavour: str = DEFAULT_FLAVOUR) -> int:
     """The smallest memory limit (MB) that holds `workers` workers plus the fixed headroom."""
-    return workers * WORKER_FOOTPRINT_MB + HEADROOM_MB
+    fp = FOOTPRINTS[flavour]
+    return workers * fp.worker_mb + fp.headroom_mb
 
 
-def max_workers_for(memory_mb: int) -> int:
+def max_workers_for(memory_mb: int, flavour: str = DEFAULT_FLAVOUR) -> int:
     """How many workers fit in `memory_mb` (0 when not even one does)."""
-    return max(0, math.floor((memory_mb - HEADROOM_MB) / WORKER_FOOTPRINT_MB))
+    fp = FOOTPRINTS[flavour]
+    return max(0, math.floor((memory_mb - fp.headroom_mb) / fp.worker_mb))
+
+
+def need_text(workers: int, flavour: str = DEFAULT_FLAVOUR) -> str:
+    """`2 workers x 550 MB + 150 MB headroom`: the rule, for error messages."""
+    fp = FOOTPRINTS[flavour]
+    plural = "s" if workers != 1 else ""
+    return f"{workers} worker{plural} x {fp.worker_mb} MB + {fp.headroom_mb} MB headroom"
 
 
 @dataclass(frozen=True)
-class RenderPlan:
-    """A Render web-service instance type. Prices and sizes are list prices: check render.com/pricing."""
+class Size:
+    """One instance size of a platform's size table (a Render plan, a Fargate CPU/memory pair, ...).
+    Prices are list prices at the date the table records: check the platform's pricing page."""
 
-    api_name: str  # the Render API / pulumi-render value (WebServiceDetailsCreatePlan)
-    blueprint_name: str  # the value render.yaml uses
+    name: str  # the value the platform's API takes
     memory_mb: int
     cpus: float
-    usd_per_month: int
+    usd_per_month: float | None = None  # list price of one instance running a full month
 
 
-# Smallest first. The plan for a stack is the smallest one whose memory holds `memoryMb`.
-RENDER_PLANS: tuple[RenderPlan, ...] = (
-    RenderPlan("starter", "starter", 512, 0.5, 7),
-    RenderPlan("standard", "standard", 2048, 1, 25),
-    RenderPlan("pro", "pro", 4096, 2, 85),
-    RenderPlan("pro_plus", "pro plus", 8192, 4, 175),
-)
-RENDER_PLANS_BY_NAME = {plan.api_name: plan for plan in RENDER_PLANS}
+S = TypeVar("S", bound=Size)
 
 
-def smallest_render_plan(memory_mb: int, cpus: float | None = None) -> RenderPlan | None:
-    """The smallest plan with at least `memory_mb` of memory (and `cpus`, when given); None if none."""
-    for plan in RENDER_PLANS:
-        if plan.memory_mb >= memory_mb and (cpus is None or plan.cpus >= cpus):
-            return plan
+def smallest_fitting(sizes: Iterable[S], memory_mb: int, cpus: float | None = None) -> S | None:
+    """The first size (tables are ordered smallest first) with at least `memory_mb` and `cpus`."""
+    for size in sizes:
+        if size.memory_mb >= memory_mb and (cpus is None or size.cpus >= cpus):
+            return size
     return None
+
+
+def round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def names(sizes: Sequence[Size]) -> str:
+    return ", ".join(size.name for size in sizes)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.config import HEALTH_PATH, Secret, StackConfig
+from infra.sizing import Footprint, footprint
 
 # The image's non-root user (uid 10001, `app` in the Dockerfile). Numeric, so it holds even if the name
 # changes; the runtime takes the group from the image's /etc/passwd entry for this uid.
@@ -20,7 +21,13 @@ RUN_AS_USER = "10001"
 # A read-only root filesystem still needs a scratch /tmp. tmpfs pages are charged to the container's
 # memory limit, hence a small cap (counted in sizing.HEADROOM_MB). No `noexec`: libraries dlopen() from it.
 TMPFS = {"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"}
-STOP_GRACE_SECONDS = 30
+# The platform waits this much longer than the service's own graceful-shutdown window
+# (RERANK_SHUTDOWN_GRACE_S) before it kills the container: uvicorn's exit after the window (lifespan
+# shutdown, the inference thread's join) must not be cut short.
+STOP_MARGIN_SECONDS = 5
+# The most processes and threads the container may run (`--pids-limit`): uvicorn, its workers, their
+# inference, tokenizer and intra-op threads, the health-check interpreter. Stops a fork bomb.
+PIDS_LIMIT = 512
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class ImageSpec:
     context: Path
     dockerfile: Path
     build_args: Mapping[str, str]
+    target: str  # the Dockerfile stage of the image flavour (`runtime`, `runtime-onnx`)
     platform: str | None
     push: bool  # push to a registry after the build
     registry_server: str | None
@@ -86,6 +94,8 @@ class DeploymentSpec:
     memory_mb: int
     cpus: float | None
     workers: int
+    flavour: str = "torch"
+    shutdown_grace_seconds: int = 30  # RERANK_SHUTDOWN_GRACE_S
     user: str = RUN_AS_USER
     read_only_root_filesystem: bool = True
     tmpfs: Mapping[str, str] = field(default_factory=lambda: dict(TMPFS))
@@ -93,6 +103,15 @@ class DeploymentSpec:
     @property
     def env_names(self) -> list[str]:
         return sorted({*self.env, *self.secret_env})
+
+    @property
+    def stop_grace_seconds(self) -> int:
+        """How long the platform waits after SIGTERM before it kills the container."""
+        return self.shutdown_grace_seconds + STOP_MARGIN_SECONDS
+
+    @property
+    def footprint(self) -> Footprint:
+        return footprint(self.flavour)
 
 
 def build_spec(cfg: StackConfig) -> DeploymentSpec:
@@ -103,6 +122,7 @@ def build_spec(cfg: StackConfig) -> DeploymentSpec:
         "RERANK_DEVICE": cfg.rerank_device,
         "RERANK_MAX_LENGTH": str(cfg.rerank_max_length),
         "LOG_LEVEL": cfg.log_level,
+        "RERANK_SHUTDOWN_GRACE_S": str(cfg.shutdown_grace_seconds),
     }
     if cfg.cors_allowed_origins:
         env["CORS_ALLOWED_ORIGINS"] = ",".join(cfg.cors_allowed_origins)
@@ -113,6 +133,7 @@ def build_spec(cfg: StackConfig) -> DeploymentSpec:
         context=cfg.context_dir,
         dockerfile=cfg.dockerfile,
         build_args=dict(cfg.image_build_args),
+        target=cfg.build_target,
         platform=cfg.image_platform,
         push=cfg.pushes_image,
         registry_server=cfg.registry_server,
@@ -120,7 +141,7 @@ def build_spec(cfg: StackConfig) -> DeploymentSpec:
         registry_password=cfg.registry_password,
     )
     return DeploymentSpec(
-        name=cfg.render_service_name if cfg.target == "render" else f"reranker-{cfg.stack}",
+        name=cfg.service_name,
         stack=cfg.stack,
         image=image,
         port=cfg.port,
@@ -130,6 +151,8 @@ def build_spec(cfg: StackConfig) -> DeploymentSpec:
         memory_mb=cfg.memory_mb,
         cpus=cfg.cpus,
         workers=cfg.workers,
+        flavour=cfg.image_flavour,
+        shutdown_grace_seconds=cfg.shutdown_grace_seconds,
         read_only_root_filesystem=cfg.read_only_root_filesystem,
         tmpfs=dict(TMPFS) if cfg.read_only_root_filesystem else {},
     )

@@ -11,16 +11,109 @@ to the Docker integration test.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_docker as docker
 
-from infra.config import HEALTH_PATH, StackConfig, load_stack_file
-from infra.spec import STOP_GRACE_SECONDS, DeploymentSpec, build_spec
+from infra.config import (
+    HEALTH_PATH,
+    Key,
+    StackConfig,
+    _Reader,
+    check_registry_image,
+    load_stack_file,
+    refuse_scaling,
+)
+from infra.spec import PIDS_LIMIT, DeploymentSpec, build_spec
+from infra.targets import _image
+
+NAME = "docker"
+KEYS: tuple[Key, ...] = (
+    Key("hostPort", "Port published on the Docker host (default: `port`)"),
+    Key("bindAddress", "Host address the port is published on (127.0.0.1 local, 0.0.0.0 remote)"),
+    Key("publicHost", "Host name in the `url` output (default: localhost, or the dockerHost's host)"),
+    Key("dockerHost", "Remote Docker engine, e.g. `ssh://deploy@203.0.113.10`; unset: the local engine"),
+    Key("dockerSshOpts", "Extra ssh options for an ssh:// dockerHost (list)"),
+)
+# A Docker engine takes any memory limit: no size table, the limit is memoryMb itself.
+SIZES: tuple = ()
 
 RESTART_POLICY = "unless-stopped"
 LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}  # keep a long-running VPS disk from filling up
+SECURITY_OPTS = ["no-new-privileges:true"]
+CAP_DROP = ["ALL"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    service_name: str
+    host_port: int
+    bind_address: str
+    public_host: str
+    docker_host: str | None
+    docker_ssh_opts: tuple[str, ...]
+
+    @property
+    def remote(self) -> bool:
+        return self.docker_host is not None and not self.docker_host.startswith("unix://")
+
+    @property
+    def pulls_from_registry(self) -> bool:
+        return self.remote
+
+
+def parse(r: _Reader, common: StackConfig) -> Settings:
+    host_port = r.integer("hostPort", common.port, 1, 65535)
+    docker_host = r.string("dockerHost")
+    docker_ssh_opts = r.string_list("dockerSshOpts")
+    remote = docker_host is not None and not docker_host.startswith("unix://")
+    bind_address = r.string("bindAddress", "0.0.0.0" if remote else "127.0.0.1") or "127.0.0.1"
+    public_host = r.string("publicHost", _host_of(docker_host) if remote else "localhost") or "localhost"
+    _check_docker_host(r, docker_host)
+    if remote:
+        check_registry_image(r, common.image_name, "the remote Docker host", r.deploy)
+    scaling = common.scaling
+    if scaling.min_instances != 1 or scaling.max_instances != 1:
+        refuse_scaling(
+            r,
+            scaling,
+            ("minInstances", "maxInstances"),
+            "the docker target runs exactly one container on one engine "
+            "(for more instances use target kubernetes, or a platform target)",
+        )
+    refuse_scaling(
+        r, scaling, ("targetCpuPercent", "concurrency"), "a single Docker container has no autoscaler or router"
+    )
+    return Settings(
+        service_name=f"reranker-{common.stack}",
+        host_port=host_port,
+        bind_address=bind_address,
+        public_host=public_host,
+        docker_host=docker_host,
+        docker_ssh_opts=docker_ssh_opts,
+    )
+
+
+def _host_of(docker_host: str | None) -> str:
+    if not docker_host:
+        return "localhost"
+    return urlsplit(docker_host).hostname or "localhost"
+
+
+def _check_docker_host(r: _Reader, docker_host: str | None) -> None:
+    if docker_host is None:
+        return
+    parts = urlsplit(docker_host)
+    if parts.scheme not in ("ssh", "tcp", "unix") or (parts.scheme != "unix" and not parts.hostname):
+        r.problem(
+            "dockerHost",
+            f"={docker_host!r} must look like ssh://user@host, tcp://host:2376 "
+            "or unix:///var/run/docker.sock "
+            "(pulumi config set dockerHost ssh://deploy@203.0.113.10)",
+        )
 
 
 def container_args(
@@ -64,7 +157,17 @@ def container_args(
         "wait_timeout": health.wait_timeout_seconds,
         "restart": RESTART_POLICY,
         "read_only": spec.read_only_root_filesystem,
-        "destroy_grace_seconds": STOP_GRACE_SECONDS,
+        # SIGTERM, then this long for the graceful shutdown (RERANK_SHUTDOWN_GRACE_S + margin), then SIGKILL:
+        # on `docker stop` / a restart (stop_timeout) and when Pulumi replaces or destroys it.
+        "stop_signal": "SIGTERM",
+        "stop_timeout": spec.stop_grace_seconds,
+        "destroy_grace_seconds": spec.stop_grace_seconds,
+        "capabilities": {"drops": list(CAP_DROP)},
+        "security_opts": list(SECURITY_OPTS),
+        # pulumi-docker (5.2.0, the newest) has no PidsLimit: RLIMIT_NPROC caps the processes and threads
+        # of the container's user (uid 10001, which nothing else on a host normally runs as), which with
+        # every capability dropped the container cannot raise.
+        "ulimits": [{"name": "nproc", "soft": PIDS_LIMIT, "hard": PIDS_LIMIT}],
         "log_driver": "json-file",
         "log_opts": dict(LOG_OPTIONS),
     }
@@ -83,8 +186,13 @@ def dev_container_args(image: str, stack: str = "dev") -> dict[str, Any]:
     Raises ValueError if the stack holds encrypted secrets, which only `pulumi up` can decrypt.
     """
     cfg = load_stack_file(stack)
+    settings: Settings = cfg.target_settings
     return container_args(
-        build_spec(cfg), image, host_port=cfg.host_port, bind_address=cfg.bind_address, reveal_secrets=True
+        build_spec(cfg),
+        image,
+        host_port=settings.host_port,
+        bind_address=settings.bind_address,
+        reveal_secrets=True,
     )
 
 
@@ -106,7 +214,14 @@ def docker_run_argv(args: dict[str, Any], docker: str = "docker") -> list[str]:
     argv += ["--health-cmd", command, "--health-interval", health["interval"]]
     argv += ["--health-timeout", health["timeout"], "--health-retries", str(health["retries"])]
     argv += ["--health-start-period", health["start_period"], "--restart", args["restart"]]
-    argv += ["--stop-timeout", str(args["destroy_grace_seconds"]), "--log-driver", args["log_driver"]]
+    argv += ["--stop-signal", args["stop_signal"], "--stop-timeout", str(args["stop_timeout"])]
+    for capability in args["capabilities"]["drops"]:
+        argv += ["--cap-drop", capability]
+    for option in args["security_opts"]:
+        argv += ["--security-opt", option]
+    for limit in args["ulimits"]:
+        argv += ["--ulimit", f"{limit['name']}={limit['soft']}:{limit['hard']}"]
+    argv += ["--log-driver", args["log_driver"]]
     for key, value in args["log_opts"].items():
         argv += ["--log-opt", f"{key}={value}"]
     if args["read_only"]:
@@ -133,10 +248,11 @@ class DockerDeployment(pulumi.ComponentResource):
         self, name: str, cfg: StackConfig, spec: DeploymentSpec, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("reranker:targets:DockerDeployment", name, None, opts)
+        settings: Settings = cfg.target_settings
         child = pulumi.ResourceOptions(parent=self)
 
         provider = None
-        if cfg.is_remote_docker:
+        if settings.remote:
             registry_auth = None
             if spec.image.registry_username and spec.image.registry_password and spec.image.registry_server:
                 registry_auth = [
@@ -148,38 +264,27 @@ class DockerDeployment(pulumi.ComponentResource):
                 ]
             provider = docker.Provider(
                 f"{name}-engine",
-                host=cfg.docker_host,
-                ssh_opts=list(cfg.docker_ssh_opts) or None,
+                host=settings.docker_host,
+                ssh_opts=list(settings.docker_ssh_opts) or None,
                 registry_auth=registry_auth,
                 opts=child,
             )
         on_engine = pulumi.ResourceOptions(parent=self, provider=provider)
 
         if spec.image.build:
-            registry = None
-            if spec.image.push and spec.image.registry_username and spec.image.registry_password:
-                registry = docker.RegistryArgs(
-                    server=spec.image.registry_server,
-                    username=spec.image.registry_username,
-                    password=spec.image.registry_password.as_output(),
-                )
+            registry = _image.user_registry(spec.image) if spec.image.push else None
             # Built by the local engine (the default provider), pushed when a remote engine pulls it.
             image = docker.Image(
                 f"{name}-image",
                 image_name=spec.image.name,
-                build=docker.DockerBuildArgs(
-                    context=str(spec.image.context),
-                    dockerfile=str(spec.image.dockerfile),
-                    args=dict(spec.image.build_args) or None,
-                    platform=spec.image.platform,
-                ),
+                build=_image.build_args(spec.image),
                 skip_push=not spec.image.push,
                 registry=registry,
                 opts=child,
             )
             self.image_name = image.image_name
             self.image_digest = image.repo_digest
-            if cfg.is_remote_docker:
+            if settings.remote:
                 pulled = docker.RemoteImage(
                     f"{name}-pull", name=image.repo_digest, keep_locally=True, opts=on_engine
                 )
@@ -197,7 +302,9 @@ class DockerDeployment(pulumi.ComponentResource):
 
         self.container = docker.Container(
             f"{name}-container",
-            **container_args(spec, image_ref, host_port=cfg.host_port, bind_address=cfg.bind_address),
+            **container_args(
+                spec, image_ref, host_port=settings.host_port, bind_address=settings.bind_address
+            ),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=provider,
@@ -206,9 +313,10 @@ class DockerDeployment(pulumi.ComponentResource):
                 additional_secret_outputs=["envs"],
             ),
         )
-        base = f"http://{cfg.public_host}:{cfg.host_port}"
+        base = f"http://{settings.public_host}:{settings.host_port}"
         self.url = self.container.id.apply(lambda _: base)
         self.health_url = self.container.id.apply(lambda _: base + HEALTH_PATH)
+        self.extra_outputs: dict[str, Any] = {}
         self.register_outputs(
             {
                 "url": self.url,
@@ -217,3 +325,7 @@ class DockerDeployment(pulumi.ComponentResource):
                 "imageDigest": self.image_digest,
             }
         )
+
+
+def deploy(name: str, cfg: StackConfig, spec: DeploymentSpec) -> DockerDeployment:
+    return DockerDeployment(name, cfg, spec)

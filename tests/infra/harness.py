@@ -32,6 +32,8 @@ FAKE_SECRETS = {
     "supabaseServiceRoleKey": "fake-service-role-9e8f7a",
     "supabaseJwtSecret": "fake-jwt-secret-5b4c3d",
     "registryPassword": "fake-registry-token-1234",
+    "apiKeys": "fake-api-key-one-6f1e,fake-api-key-two-0a9b",
+    "supabaseJwtPublicKey": "fake-jwt-public-key-2d7c",
 }
 BUILT_DIGEST = "sha256:" + "cd" * 32
 PULLED_ID = "sha256:" + "ef" * 32

@@ -10,7 +10,7 @@ import yaml
 
 from infra import blueprint
 from infra.config import HEALTH_PATH
-from infra.sizing import RENDER_PLANS_BY_NAME
+from infra.targets.render import PLANS_BY_NAME as RENDER_PLANS_BY_NAME
 from tests.infra import harness
 from tests.infra.harness import ROOT, plain
 

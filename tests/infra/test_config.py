@@ -18,7 +18,8 @@ def write_stack(tmp_path, values: dict) -> "Path":  # noqa: F821
 def test_the_committed_dev_stack_parses_to_the_documented_defaults():
     cfg = config.load_stack_file("dev")
     assert (cfg.target, cfg.memory_mb, cfg.workers, cfg.environment) == ("docker", 1024, 1, "development")
-    assert cfg.rerank_device == "cpu" and cfg.bind_address == "127.0.0.1" and cfg.public_host == "localhost"
+    docker = cfg.target_settings
+    assert cfg.rerank_device == "cpu" and docker.bind_address == "127.0.0.1" and docker.public_host == "localhost"
 
 
 def test_the_committed_prod_stack_parses_for_the_blueprint_and_is_refused_for_a_deploy():
@@ -29,7 +30,7 @@ def test_the_committed_prod_stack_parses_for_the_blueprint_and_is_refused_for_a_
         "production",
         "cpu",
     )
-    assert cfg.render_plan.api_name == "standard"
+    assert cfg.target_settings.plan.api_name == "standard"
     assert cfg.required_secrets == config.PROD_REQUIRED_SECRETS
     with pytest.raises(config.ConfigError, match="renderOwnerId is required"):
         config.load_stack_file("prod")

@@ -65,8 +65,8 @@ def test_readme_section_documents_every_setting():
 
 
 def test_readme_section_states_the_render_list_prices():
-    from infra.sizing import RENDER_PLANS
+    from infra.targets.render import SIZES
 
-    for plan in RENDER_PLANS:
+    for plan in SIZES:
         assert f"| `{plan.api_name}` |" in README and f"${plan.usd_per_month} / month" in README
     assert "list price" in README.lower()

@@ -10,7 +10,8 @@ import pulumi
 import pytest
 import yaml
 
-from infra import config, sizing
+from infra import config
+from infra.targets import render
 from tests.infra import harness
 from tests.infra.harness import (
     BUILT_DIGEST,
@@ -68,6 +69,7 @@ def test_dev_builds_the_dockerfile_and_runs_it_locally_with_1gb_and_one_worker()
         assert image["skipPush"] is True
         assert image["build"]["context"] == str(ROOT)
         assert image["build"]["dockerfile"] == str(ROOT / "Dockerfile")
+        assert image["build"]["target"] == "runtime"  # imageFlavour torch
 
         container = run.one(CONTAINER).inputs
         assert container["image"] == BUILT_DIGEST  # the built image's id: a rebuild replaces the container
@@ -87,6 +89,7 @@ def test_dev_builds_the_dockerfile_and_runs_it_locally_with_1gb_and_one_worker()
             "RERANK_DEVICE": "cpu",
             "RERANK_MAX_LENGTH": "512",
             "LOG_LEVEL": "info",
+            "RERANK_SHUTDOWN_GRACE_S": "30",
             "CORS_ALLOWED_ORIGINS": "http://localhost:3000",
         }
 
@@ -295,7 +298,7 @@ def test_render_plan_follows_memory():
     def check(outputs):
         assert run.one(WEB_SERVICE).inputs["serviceDetails"]["plan"] == "pro"
         assert outputs["renderPlan"] == "pro"
-        assert outputs["renderPlanListPriceUsdPerMonth"] == sizing.RENDER_PLANS_BY_NAME["pro"].usd_per_month
+        assert outputs["renderPlanListPriceUsdPerMonth"] == render.PLANS_BY_NAME["pro"].usd_per_month
 
     return run.settled(check)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra import sizing
+from infra.targets import render
 
 
 def test_required_memory_is_workers_times_footprint_plus_headroom():
@@ -34,15 +35,15 @@ def test_max_workers_is_the_inverse_of_required_memory(workers):
     ],
 )
 def test_the_plan_is_the_smallest_that_holds_memory_and_cpus(memory_mb, cpus, plan):
-    found = sizing.smallest_render_plan(memory_mb, cpus)
+    found = sizing.smallest_fitting(render.SIZES, memory_mb, cpus)
     assert (found.api_name if found else None) == plan
 
 
 def test_render_plans_are_ordered_and_starter_cannot_hold_one_worker():
-    sizes = [plan.memory_mb for plan in sizing.RENDER_PLANS]
+    sizes = [plan.memory_mb for plan in render.SIZES]
     assert sizes == sorted(sizes)
-    assert sizing.RENDER_PLANS_BY_NAME["starter"].memory_mb < sizing.required_memory_mb(1)
-    assert [(p.api_name, p.memory_mb, p.usd_per_month) for p in sizing.RENDER_PLANS] == [
+    assert render.PLANS_BY_NAME["starter"].memory_mb < sizing.required_memory_mb(1)
+    assert [(p.api_name, p.memory_mb, p.usd_per_month) for p in render.SIZES] == [
         ("starter", 512, 7),
         ("standard", 2048, 25),
         ("pro", 4096, 85),
@@ -54,4 +55,4 @@ def test_the_api_plan_names_are_pulumi_render_enum_values():
     from pulumi_render.services import WebServiceDetailsCreatePlan
 
     values = {member.value for member in WebServiceDetailsCreatePlan}
-    assert {plan.api_name for plan in sizing.RENDER_PLANS} <= values
+    assert {plan.api_name for plan in render.SIZES} <= values

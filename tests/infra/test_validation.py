@@ -259,7 +259,11 @@ def test_secret_values_never_appear_in_error_messages():
 
 @pulumi.runtime.test
 def test_an_explicit_empty_required_list_lets_a_production_stack_run_without_the_guide_secrets():
-    run = harness.run_stack("prod", set={**harness.PROD_CI_SETTINGS, "requiredSecrets": "[]"})
+    run = harness.run_stack(
+        "prod",
+        set={**harness.PROD_CI_SETTINGS, "requiredSecrets": "[]"},
+        secrets={"apiKeys": FAKE_SECRETS["apiKeys"]},
+    )
 
     def check(outputs):
         assert outputs["url"] == "https://reranker-prod.onrender.com"
