@@ -38,7 +38,10 @@ def document(cfg: StackConfig) -> dict[str, Any]:
     health = spec.health
     build: dict[str, Any]
     if spec.image.build:
-        build = {"dockerfile": spec.image.dockerfile.relative_to(REPO_ROOT).as_posix()}
+        build = {
+            "dockerfile": spec.image.dockerfile.relative_to(REPO_ROOT).as_posix(),
+            "build-target": spec.image.target,  # the image flavour's Dockerfile stage
+        }
         if spec.image.build_args:
             build["args"] = dict(spec.image.build_args)
     else:
@@ -47,8 +50,8 @@ def document(cfg: StackConfig) -> dict[str, Any]:
         "app": settings.app,
         "primary_region": settings.region,
         "kill_signal": "SIGTERM",
-        # SIGTERM to SIGKILL: the service's graceful-shutdown window (Fly caps it at 300 s).
-        "kill_timeout": min(fly.MAX_KILL_TIMEOUT_SECONDS, spec.shutdown_grace_seconds),
+        # SIGTERM to SIGKILL: the service's graceful-shutdown window and a margin (Fly allows 300 s).
+        "kill_timeout": spec.stop_grace_seconds,
         "build": build,
         "deploy": {"strategy": "rolling", "wait_timeout": f"{health.wait_timeout_seconds}s"},
         "env": dict(spec.env),

@@ -42,8 +42,8 @@ def document(cfg: StackConfig) -> dict[str, Any]:
         "healthcheckTimeout": spec.health.wait_timeout_seconds,
         "restartPolicyType": settings.restart_policy,
         "overlapSeconds": railway.OVERLAP_SECONDS,
-        # SIGTERM to SIGKILL: the service's graceful-shutdown window (Railway's default is 0).
-        "drainingSeconds": min(railway.MAX_DRAINING_SECONDS, spec.shutdown_grace_seconds),
+        # SIGTERM to SIGKILL: the service's graceful-shutdown window and a margin (Railway's default is 0).
+        "drainingSeconds": spec.stop_grace_seconds,
         "sleepApplication": False,
     }
     if settings.restart_policy == "ON_FAILURE":

@@ -20,7 +20,7 @@ import pulumi_digitalocean as do
 
 from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, check_size, refuse_scaling
-from infra.spec import DeploymentSpec
+from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
 
 NAME = "digitalocean"
@@ -189,8 +189,8 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
                 else f"a size that runs exactly one instance (maxInstances={scaling.max_instances})"
             )
             r.problem("doInstanceSize", f"={forced.name} is {why}{fix}")
-    if common.shutdown_grace_seconds + 5 > MAX_GRACE_PERIOD_SECONDS:
-        limit = MAX_GRACE_PERIOD_SECONDS - 5
+    if common.shutdown_grace_seconds + STOP_MARGIN_SECONDS > MAX_GRACE_PERIOD_SECONDS:
+        limit = MAX_GRACE_PERIOD_SECONDS - STOP_MARGIN_SECONDS
         r.problem(
             "shutdownGraceSeconds",
             f"={common.shutdown_grace_seconds}: App Platform waits at most {MAX_GRACE_PERIOD_SECONDS} s after "

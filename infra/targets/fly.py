@@ -14,12 +14,13 @@ not scale on CPU, so `targetCpuPercent` is refused.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 import pulumi
 
 from infra import sizing
 from infra.config import Key, StackConfig, _Reader, refuse_scaling
-from infra.spec import DeploymentSpec
+from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 
 NAME = "fly"
 
@@ -28,6 +29,7 @@ REGIONS = (
     "sin", "sjc", "syd", "yyz",
 )  # fmt: skip
 CPU_KINDS = ("shared", "performance")
+_APP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 AUTO_STOP = ("off", "stop", "suspend")
 SUSPEND_MAX_MB = 2048  # Fly suspends (snapshots memory of) machines up to 2 GB only
 CHECK_INTERVAL_SECONDS = 10
@@ -125,6 +127,12 @@ def concurrency_limits(cpus: int, concurrency: int | None) -> tuple[int, int]:
 
 def parse(r: _Reader, common: StackConfig) -> Settings | None:
     app = r.string("flyApp", f"reranker-{common.stack}") or f"reranker-{common.stack}"
+    if not _APP_NAME.match(app):
+        r.problem(
+            "flyApp",
+            f"={app!r} is not a Fly app name (lower-case letters, digits and '-', at most 63; globally "
+            "unique): pulumi config set flyApp <your-name>-reranker",
+        )
     region = r.string("flyRegion", "iad", REGIONS) or "iad"
     cpu_kind = r.string("flyCpuKind", "performance", CPU_KINDS) or "performance"
     scaling = common.scaling
@@ -191,6 +199,13 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
         r.warnings.append(
             "reranker:flyCpuKind=shared: Fly throttles shared vCPUs to a small baseline under sustained "
             "load, and the model is compute-bound; use performance for steady traffic"
+        )
+    if common.shutdown_grace_seconds + STOP_MARGIN_SECONDS > MAX_KILL_TIMEOUT_SECONDS:
+        limit = MAX_KILL_TIMEOUT_SECONDS - STOP_MARGIN_SECONDS
+        r.problem(
+            "shutdownGraceSeconds",
+            f"={common.shutdown_grace_seconds}: Fly kills a machine at most {MAX_KILL_TIMEOUT_SECONDS} s after "
+            f"SIGTERM (kill_timeout); pulumi config set shutdownGraceSeconds {limit}",
         )
     soft, hard = concurrency_limits(preset.cpus, scaling.concurrency)
     return Settings(

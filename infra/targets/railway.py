@@ -19,13 +19,14 @@ import pulumi
 
 from infra import sizing
 from infra.config import Key, StackConfig, _Reader, check_size, refuse_scaling
-from infra.spec import DeploymentSpec
+from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 
 NAME = "railway"
 
 RESTART_POLICIES = ("ON_FAILURE", "ALWAYS", "NEVER")
 OVERLAP_SECONDS = 10  # the old deployment keeps serving while traffic moves to the new one
 MAX_DRAINING_SECONDS = 3600
+DOCKERFILE_DEFAULT_STAGE = "runtime"  # the Dockerfile's last stage, what a plain `docker build` builds
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,19 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
             f"applies to railwayRestartPolicy=ON_FAILURE only (it is {policy}); "
             "pulumi config rm railwayRestartMaxRetries",
         )
-    limit = MAX_DRAINING_SECONDS - 5
+    limit = MAX_DRAINING_SECONDS - STOP_MARGIN_SECONDS
     if common.shutdown_grace_seconds > limit:
         r.problem(
             "shutdownGraceSeconds",
             f"={common.shutdown_grace_seconds}: Railway drains at most {MAX_DRAINING_SECONDS} s; "
             f"pulumi config set shutdownGraceSeconds {limit}",
+        )
+    if common.build_target != DOCKERFILE_DEFAULT_STAGE:
+        r.problem(
+            "imageFlavour",
+            f"={common.image_flavour} is the Dockerfile stage {common.build_target}, but railway.json cannot "
+            f"choose a stage: Railway builds the last one ({DOCKERFILE_DEFAULT_STAGE}); "
+            "pulumi config rm imageFlavour",
         )
     if plan is None:
         return None

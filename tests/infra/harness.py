@@ -36,12 +36,23 @@ FAKE_SECRETS = {
     "supabaseJwtPublicKey": "fake-jwt-public-key-2d7c",
 }
 BUILT_DIGEST = "sha256:" + "cd" * 32
+MOCK_SUFFIX = "m0ck1d"  # the random suffix of a mocked auto-named Kubernetes object
+MOCK_LOAD_BALANCER_IP = "203.0.113.7"
 PULLED_ID = "sha256:" + "ef" * 32
 
 
-def stack_values(stack: str) -> tuple[dict[str, str], set[str]]:
-    """The `reranker:*` values of Pulumi.<stack>.yaml as the engine passes them, and the secret keys."""
-    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+EXAMPLES = ROOT / "infra" / "examples"
+
+
+def example_file(target: str) -> Path:
+    """infra/examples/Pulumi.<target>.yaml: what a user copies to Pulumi.<stack>.yaml."""
+    return EXAMPLES / f"Pulumi.{target}.yaml"
+
+
+def stack_values(stack: str, path: Path | None = None) -> tuple[dict[str, str], set[str]]:
+    """The `reranker:*` values of Pulumi.<stack>.yaml (or `path`) as the engine passes them, and the
+    secret keys."""
+    document = yaml.safe_load((path or ROOT / f"Pulumi.{stack}.yaml").read_text())
     values: dict[str, str] = {}
     secrets: set[str] = set()
     for full_key, value in document["config"].items():
@@ -83,6 +94,17 @@ class Mocks(pulumi.runtime.Mocks):
                 "url": f"https://{name}.onrender.com",
             }
             outputs["dashboardUrl"] = f"https://dashboard.render.com/web/srv-{name}"
+        elif args.typ == "digitalocean:index/app:App":
+            name = _plain(args.inputs["spec"])["name"]
+            outputs["defaultIngress"] = f"{name}-mock1.ondigitalocean.app"
+            outputs["liveUrl"] = f"https://{name}-mock1.ondigitalocean.app"
+        elif args.typ.startswith("kubernetes:") and not args.typ.startswith("pulumi:"):
+            # pulumi-kubernetes auto-names an object without metadata.name: <resource name>-<random suffix>.
+            metadata = dict(_plain(args.inputs.get("metadata") or {}))
+            metadata.setdefault("name", f"{args.name}-{MOCK_SUFFIX}")
+            outputs["metadata"] = metadata
+            if args.typ == "kubernetes:core/v1:Service" and _plain(args.inputs["spec"]).get("type") == "LoadBalancer":
+                outputs["status"] = {"loadBalancer": {"ingress": [{"ip": MOCK_LOAD_BALANCER_IP}]}}
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
@@ -123,9 +145,10 @@ def configure(
     secrets: dict[str, str] | None = None,
     remove: tuple[str, ...] = (),
     preview: bool = False,
+    stack_file: Path | None = None,
 ) -> Mocks:
     """Point the Pulumi runtime at mocks and at the stack's real settings plus overrides."""
-    values, secret_keys = stack_values(stack)
+    values, secret_keys = stack_values(stack, stack_file)
     for key in remove:
         values.pop(key, None)
         secret_keys.discard(key)
@@ -147,6 +170,45 @@ def run_stack(stack: str, **overrides: Any) -> Run:
 
     mocks = configure(stack, **overrides)
     return Run(program.run(), mocks)
+
+
+def run_example(target: str, **overrides: Any) -> Run:
+    """The program on infra/examples/Pulumi.<target>.yaml (as stack `<target>`), plus overrides."""
+    return run_stack(target, stack_file=example_file(target), **overrides)
+
+
+def configure_example(target: str, **overrides: Any) -> Mocks:
+    return configure(target, stack_file=example_file(target), **overrides)
+
+
+def declared(target: str, **overrides: Any) -> Run:
+    """run_example(), settled outside a test function: the Run, every resource resolved (for tests that
+    need the declared objects as plain data, e.g. to run them on Docker)."""
+    captured: dict[str, Run] = {}
+
+    @pulumi.runtime.test
+    def settle():
+        run = run_example(target, **overrides)
+        captured["run"] = run
+        return run.settled(lambda outputs: run.extra.update(outputs=outputs))
+
+    settle()
+    return captured["run"]
+
+
+def refusal(target: str, **overrides: Any) -> str:
+    """The ConfigError message the program raises for the example stack plus overrides (AssertionError
+    if it deploys, or declares anything first)."""
+    from infra import program
+    from infra.config import ConfigError
+
+    mocks = configure_example(target, **overrides)
+    try:
+        program.run()
+    except ConfigError as error:
+        assert mocks.created == [], "resources were declared before the configuration was validated"
+        return str(error)
+    raise AssertionError(f"{target} with {overrides} was accepted")
 
 
 def prod_overrides(**extra_set: str) -> dict[str, Any]:
