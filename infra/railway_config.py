@@ -44,7 +44,8 @@ def document(cfg: StackConfig) -> dict[str, Any]:
         "overlapSeconds": railway.OVERLAP_SECONDS,
         # SIGTERM to SIGKILL: the service's graceful-shutdown window and a margin (Railway's default is 0).
         "drainingSeconds": spec.stop_grace_seconds,
-        "sleepApplication": False,
+        # minInstances=0: Railway's app sleeping (no traffic for a while: asleep; the next request wakes it).
+        "sleepApplication": settings.sleep,
     }
     if settings.restart_policy == "ON_FAILURE":
         deploy["restartPolicyMaxRetries"] = settings.restart_max_retries

@@ -177,7 +177,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
     else:
         forced = SIZES_BY_SLUG.get(forced_name) if forced_name else None
         size = check_size(
-            r, "doInstanceSize", common, allowed, platform="App Platform instance", forced=forced, cpus=common.cpus
+            r, "doInstanceSize", common, allowed, platform="App Platform instance size", forced=forced, cpus=common.cpus
         )
         if forced is not None and forced not in allowed:
             fits = sizing.smallest_fitting(allowed, max(common.memory_mb, common.required_memory_mb), common.cpus)
