@@ -289,8 +289,14 @@ def raw_from_pulumi() -> RawConfig:
     return RawConfig(stack, values, secrets, f"Pulumi.{stack}.yaml")
 
 
+EXAMPLES_DIR = REPO_ROOT / "infra" / "examples"  # one example stack per target, to copy to the root
+
+
 def stack_file(stack: str) -> Path:
-    return REPO_ROOT / f"Pulumi.{stack}.yaml"
+    """Pulumi.<stack>.yaml at the repository root, else infra/examples/Pulumi.<stack>.yaml."""
+    path = REPO_ROOT / f"Pulumi.{stack}.yaml"
+    example = EXAMPLES_DIR / f"Pulumi.{stack}.yaml"
+    return example if not path.exists() and example.exists() else path
 
 
 def raw_from_stack_file(stack: str, path: Path | None = None) -> RawConfig:
@@ -579,6 +585,9 @@ def parse(raw: RawConfig, *, deploy: bool = True) -> StackConfig:
     if r.problems:
         raise ConfigError(r.problems, raw.source)
     cfg = dataclasses.replace(common, target_settings=settings, warnings=tuple(r.warnings))
+    grace = getattr(settings, "shutdown_grace_seconds", None)  # a platform with a shorter stop window
+    if grace is not None and grace != cfg.shutdown_grace_seconds:
+        cfg = dataclasses.replace(cfg, shutdown_grace_seconds=grace)
     if cfg.image_platform is None and cfg.pushes_image:
         cfg = dataclasses.replace(cfg, image_platform="linux/amd64")  # what the platforms run
     return cfg

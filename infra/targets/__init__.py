@@ -16,9 +16,11 @@ interface"):
                                             # (register_outputs) and `extra_outputs`, a dict of further
                                             # stack outputs (may be empty)
 
-The Settings object becomes `cfg.target_settings`. Besides the target's own fields, two attributes are
-read by the shared code: `service_name` (the name of the service on the platform; the spec's name) and
-`pulls_from_registry` (whether the built image must be pushed to a registry).
+The Settings object becomes `cfg.target_settings`. Besides the target's own fields, the shared code
+reads: `service_name` (the name of the service on the platform; the spec's name), `pulls_from_registry`
+(whether the built image must be pushed to a registry) and, optionally, `shutdown_grace_seconds` (a
+platform whose stop window is shorter than the stack's setting lowers RERANK_SHUTDOWN_GRACE_S with it).
+A module may also define `RETIRED = {old_key: "what replaced it"}` for keys an earlier version read.
 
 Modules are found by scanning this package: a new platform is a new file here, nothing else changes.
 Files starting with `_` are helpers, not targets.

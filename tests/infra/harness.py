@@ -35,13 +35,23 @@ FAKE_SECRETS = {
     "apiKeys": "fake-api-key-one-6f1e,fake-api-key-two-0a9b",
     "supabaseJwtPublicKey": "fake-jwt-public-key-2d7c",
 }
+# Credentials the cloud providers hand the program (invoke results): secret wherever they are used.
+FAKE_TOKENS = {
+    "gcp access token": "fake-gcp-access-token-8a7b",
+    "ecr password": "fake-ecr-password-4c3d",
+}
 BUILT_DIGEST = "sha256:" + "cd" * 32
 MOCK_SUFFIX = "m0ck1d"  # the random suffix of a mocked auto-named Kubernetes object
 MOCK_LOAD_BALANCER_IP = "203.0.113.7"
 PULLED_ID = "sha256:" + "ef" * 32
-
-
 EXAMPLES = ROOT / "infra" / "examples"
+AWS_ACCOUNT = "123456789012"
+
+
+def stack_path(stack: str) -> "Path":
+    """Pulumi.<stack>.yaml at the root (the real stacks), else the example of that name."""
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    return path if path.exists() else EXAMPLES / f"Pulumi.{stack}.yaml"
 
 
 def example_file(target: str) -> Path:
@@ -52,7 +62,7 @@ def example_file(target: str) -> Path:
 def stack_values(stack: str, path: Path | None = None) -> tuple[dict[str, str], set[str]]:
     """The `reranker:*` values of Pulumi.<stack>.yaml (or `path`) as the engine passes them, and the
     secret keys."""
-    document = yaml.safe_load((path or ROOT / f"Pulumi.{stack}.yaml").read_text())
+    document = yaml.safe_load((path or stack_path(stack)).read_text())
     values: dict[str, str] = {}
     secrets: set[str] = set()
     for full_key, value in document["config"].items():
@@ -105,10 +115,37 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["metadata"] = metadata
             if args.typ == "kubernetes:core/v1:Service" and _plain(args.inputs["spec"]).get("type") == "LoadBalancer":
                 outputs["status"] = {"loadBalancer": {"ingress": [{"ip": MOCK_LOAD_BALANCER_IP}]}}
+        elif args.typ == "gcp:cloudrunv2/service:Service":
+            outputs["uri"] = f"https://{_plain(args.inputs['name'])}-x7k2q9-uc.a.run.app"
+        elif args.typ == "gcp:serviceaccount/account:Account":
+            inputs = _plain(args.inputs)
+            outputs["email"] = f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"
+        elif args.typ == "gcp:secretmanager/secretVersion:SecretVersion":
+            outputs["version"] = "1"
+        elif args.typ == "aws:ecr/repository:Repository":
+            outputs["repositoryUrl"] = f"{AWS_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{_plain(args.inputs['name'])}"
+            outputs["registryId"] = AWS_ACCOUNT
+        elif args.typ == "aws:lb/loadBalancer:LoadBalancer":
+            outputs["dnsName"] = f"{args.name}-1234567890.us-east-1.elb.amazonaws.com"
+        if args.typ.startswith("aws:") and "arn" not in outputs:
+            service = args.typ.split(":")[1].split("/")[0]
+            outputs["arn"] = f"arn:aws:{service}:us-east-1:{AWS_ACCOUNT}:{args.name}"
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
-        return {}, None
+        if args.token == "gcp:organizations/getClientConfig:getClientConfig":
+            return {"accessToken": FAKE_TOKENS["gcp access token"], "project": "mock-project"}, []
+        if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {
+                "userName": "AWS",
+                "password": FAKE_TOKENS["ecr password"],
+                "proxyEndpoint": f"https://{AWS_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com",
+            }, []
+        if args.token == "aws:ec2/getVpc:getVpc":
+            return {"id": "vpc-0default", "cidrBlock": "172.31.0.0/16"}, []
+        if args.token == "aws:ec2/getSubnets:getSubnets":
+            return {"ids": ["subnet-0a", "subnet-0b", "subnet-0c"]}, []
+        return {}, []
 
 
 @dataclass
