@@ -232,3 +232,12 @@ def test_a_setting_app_platform_cannot_honour_fails_preview_naming_the_key_and_t
     message = harness.refusal("digitalocean", **deployed(**changes))
     for text in expected:
         assert text in message, message
+
+
+def test_the_readme_states_every_size_with_its_list_price_and_the_date():
+    readme = (harness.ROOT / "README.md").read_text()
+    for size in do_target.SIZES:
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{size.name}` |")), None)
+        assert row is not None, f"{size.name} is missing from the README's App Platform table"
+        assert f"${size.usd_per_month:g} / month" in row
+    assert f"as recorded on {do_target.PRICES_AS_OF}" in readme

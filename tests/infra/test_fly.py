@@ -155,3 +155,12 @@ def test_pulumi_up_on_a_fly_stack_stops_and_says_why_there_is_no_provider():
         program.run()
     message = str(caught.value)
     assert "pulumi-flyio" in message and "2025-03" in message and "fly deploy" in message
+
+
+def test_the_readme_states_every_preset_with_its_list_price_and_the_date():
+    readme = (ROOT / "README.md").read_text()
+    for preset in fly.VM_PRESETS:
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{preset.name}` |")), None)
+        assert row is not None, f"{preset.name} is missing from the README's Fly table"
+        assert f"${preset.usd_per_month_at_min:.2f} / month" in row
+    assert f"as recorded on {fly.PRICES_AS_OF}" in readme and f"${fly.EXTRA_USD_PER_GB_MONTH:g} / month" in readme

@@ -144,3 +144,16 @@ def test_pulumi_up_on_a_railway_stack_stops_and_points_at_railway_json():
     message = str(caught.value)
     assert "no Pulumi provider" in message and "railway.json" in message
     assert "python scripts/railway_config.py --stack-file Pulumi.railway.yaml" in message
+
+
+def test_the_readme_states_every_plan_with_its_memory_and_the_date():
+    from infra.targets import railway
+
+    readme = (ROOT / "README.md").read_text()
+    for plan in railway.SIZES:
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{plan.name}` |")), None)
+        assert row is not None, f"{plan.name} is missing from the README's Railway table"
+        memory = f"{plan.memory_mb // 1024} GB" if plan.memory_mb >= 1024 else f"{plan.memory_mb} MB"
+        assert memory in row and f"${plan.usd_per_month:g} / month" in row
+    assert f"as recorded on {railway.PRICES_AS_OF}" in readme
+    assert "health check runs at deploy time only" in readme and "autoscale horizontally" in readme
