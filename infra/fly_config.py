@@ -77,7 +77,13 @@ def document(cfg: StackConfig) -> dict[str, Any]:
                 }
             ],
         },
-        "vm": [{"cpu_kind": settings.preset.cpu_kind, "cpus": settings.preset.cpus, "memory_mb": settings.memory_mb}],
+        "vm": [
+            {
+                "cpu_kind": settings.preset.cpu_kind,
+                "cpus": settings.preset.cpus,
+                "memory_mb": settings.memory_mb,
+            }
+        ],
     }
 
 
@@ -128,7 +134,9 @@ def to_toml(document: dict[str, Any]) -> str:
 def render(cfg: StackConfig) -> str:
     settings: fly.Settings = cfg.target_settings
     source = getattr(cfg, "source_name", None) or f"Pulumi.{cfg.stack}.yaml"
-    header = HEADER.format(source=source, max_machines=settings.max_machines, min_machines=settings.min_machines)
+    header = HEADER.format(
+        source=source, max_machines=settings.max_machines, min_machines=settings.min_machines
+    )
     return header + "\n" + to_toml(document(cfg))
 
 

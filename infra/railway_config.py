@@ -67,12 +67,17 @@ def variables(cfg: StackConfig) -> str:
     spec = build_spec(cfg)
     lines = [
         "# Plain variables (from the stack settings):",
-        "railway variables --skip-deploys " + " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in spec.env.items()),
+        "railway variables --skip-deploys "
+        + " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in spec.env.items()),
     ]
     secrets = config_as_code.secret_names(cfg, spec)
     if secrets:
-        lines.append("# Secrets (Railway seals nothing by itself: mark each one Sealed in the dashboard afterwards):")
-        lines.append("railway variables --skip-deploys " + " ".join(f"--set '{name}=<value>'" for name in secrets))
+        lines.append(
+            "# Secrets (Railway seals nothing by itself: mark each one Sealed in the dashboard afterwards):"
+        )
+        lines.append(
+            "railway variables --skip-deploys " + " ".join(f"--set '{name}=<value>'" for name in secrets)
+        )
     return "\n".join(lines) + "\n"
 
 

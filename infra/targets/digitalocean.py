@@ -159,10 +159,14 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
     scaling = common.scaling
     if scaling.min_instances < 1:
         r.problem(
-            "minInstances", "=0: App Platform always runs at least one instance; pulumi config set minInstances 1"
+            "minInstances",
+            "=0: App Platform always runs at least one instance; pulumi config set minInstances 1",
         )
     refuse_scaling(
-        r, scaling, ("concurrency",), "App Platform autoscales on CPU only (targetCpuPercent), not on requests in flight"
+        r,
+        scaling,
+        ("concurrency",),
+        "App Platform autoscales on CPU only (targetCpuPercent), not on requests in flight",
     )
     autoscaled = scaling.autoscaling
     allowed = allowed_sizes(autoscaled, scaling.max_instances > 1)
@@ -177,10 +181,18 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
     else:
         forced = SIZES_BY_SLUG.get(forced_name) if forced_name else None
         size = check_size(
-            r, "doInstanceSize", common, allowed, platform="App Platform instance size", forced=forced, cpus=common.cpus
+            r,
+            "doInstanceSize",
+            common,
+            allowed,
+            platform="App Platform instance size",
+            forced=forced,
+            cpus=common.cpus,
         )
         if forced is not None and forced not in allowed:
-            fits = sizing.smallest_fitting(allowed, max(common.memory_mb, common.required_memory_mb), common.cpus)
+            fits = sizing.smallest_fitting(
+                allowed, max(common.memory_mb, common.required_memory_mb), common.cpus
+            )
             fix = f"; pulumi config set doInstanceSize {fits.name}" if fits else ""
             why = (
                 "a shared-CPU size, and App Platform autoscales only dedicated-CPU sizes "
@@ -233,7 +245,8 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
 
 def envs(spec: DeploymentSpec) -> list[do.AppSpecServiceEnvArgs]:
     plain = [
-        do.AppSpecServiceEnvArgs(key=n, value=v, type="GENERAL", scope="RUN_TIME") for n, v in spec.env.items()
+        do.AppSpecServiceEnvArgs(key=n, value=v, type="GENERAL", scope="RUN_TIME")
+        for n, v in spec.env.items()
     ]
     secret = [
         do.AppSpecServiceEnvArgs(key=n, value=s.as_output(), type="SECRET", scope="RUN_TIME")
@@ -284,7 +297,8 @@ def service_args(spec: DeploymentSpec, settings: Settings, image: Any) -> do.App
             failure_threshold=LIVENESS_FAILURES,
         ),
         termination=do.AppSpecServiceTerminationArgs(
-            drain_seconds=DRAIN_SECONDS, grace_period_seconds=min(MAX_GRACE_PERIOD_SECONDS, spec.stop_grace_seconds)
+            drain_seconds=DRAIN_SECONDS,
+            grace_period_seconds=min(MAX_GRACE_PERIOD_SECONDS, spec.stop_grace_seconds),
         ),
         **scaling,
     )
@@ -356,10 +370,14 @@ class DigitalOceanDeployment(pulumi.ComponentResource):
         self.image_name = image.name
         self.image_digest = image.digest
         self.register_outputs(
-            {"url": self.url, "healthUrl": self.health_url, "imageName": self.image_name, "imageDigest": self.image_digest}
+            {
+                "url": self.url,
+                "healthUrl": self.health_url,
+                "imageName": self.image_name,
+                "imageDigest": self.image_digest,
+            }
         )
 
 
 def deploy(name: str, cfg: StackConfig, spec: DeploymentSpec) -> DigitalOceanDeployment:
     return DigitalOceanDeployment(name, spec, cfg.target_settings)
-

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+
 import pulumi
 
 from infra import sizing
@@ -161,7 +162,10 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
         fits = smallest_preset(max(needed, common.memory_mb), cpus, cpu_kind)
         fix = f"; pulumi config set flyVmSize {fits.name}" if fits else ""
         if preset is None:
-            r.problem("flyVmSize", f"={forced!r} is not a Fly CPU preset (one of: {', '.join(PRESETS_BY_NAME)}){fix}")
+            r.problem(
+                "flyVmSize",
+                f"={forced!r} is not a Fly CPU preset (one of: {', '.join(PRESETS_BY_NAME)}){fix}",
+            )
         elif preset.max_mb < needed:
             r.problem(
                 "flyVmSize",
@@ -227,5 +231,5 @@ def deploy(name: str, cfg: StackConfig, spec: DeploymentSpec) -> pulumi.Componen
         "reranker:target=fly is deployed with flyctl, not Pulumi: no maintained Pulumi provider for "
         "Fly.io exists (the Python pulumi-flyio has had no release since 2025-03). Run "
         f"`python scripts/fly_config.py --stack-file Pulumi.{cfg.stack}.yaml` to write fly.toml, then "
-        "`fly deploy` (README.md, \"Fly.io\")."
+        '`fly deploy` (README.md, "Fly.io").'
     )

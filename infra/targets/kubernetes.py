@@ -182,7 +182,10 @@ def _tmpfs_size_mib(options: str) -> int:
     if not match:
         return 64
     number, unit = int(match.group(1)), match.group(2)
-    return max(1, {"k": math.ceil(number / 1024), "m": number, "g": number * 1024, "": math.ceil(number / 2**20)}[unit])
+    return max(
+        1,
+        {"k": math.ceil(number / 1024), "m": number, "g": number * 1024, "": math.ceil(number / 2**20)}[unit],
+    )
 
 
 def startup_failure_threshold(spec: DeploymentSpec) -> int:
@@ -196,7 +199,9 @@ def termination_grace_seconds(spec: DeploymentSpec) -> int:
     return PRESTOP_PAUSE_SECONDS + spec.stop_grace_seconds
 
 
-def container(spec: DeploymentSpec, settings: Settings, image: Any, secret_name: Any) -> k8s.core.v1.ContainerArgs:
+def container(
+    spec: DeploymentSpec, settings: Settings, image: Any, secret_name: Any
+) -> k8s.core.v1.ContainerArgs:
     health = spec.health
     env: list[k8s.core.v1.EnvVarArgs] = [k8s.core.v1.EnvVarArgs(name=n, value=v) for n, v in spec.env.items()]
     env += [
@@ -344,6 +349,7 @@ class KubernetesDeployment(pulumi.ComponentResource):
             )
         on_cluster = pulumi.ResourceOptions(parent=self, provider=provider)
         common_labels = _all_labels(spec)
+        objects: list[Any] = []  # every Kubernetes object, for the kubeObjects output
 
         def meta(object_name: str | None = None, **extra: Any) -> k8s.meta.v1.ObjectMetaArgs:
             return k8s.meta.v1.ObjectMetaArgs(
@@ -365,6 +371,7 @@ class KubernetesDeployment(pulumi.ComponentResource):
                 opts=on_cluster,
             )
             namespace = created.metadata.name
+            objects.append(created)
 
         image = _image.publish(name, spec.image, self)
 
@@ -381,6 +388,7 @@ class KubernetesDeployment(pulumi.ComponentResource):
                 ),
             )
             secret_name = secret.metadata.name
+            objects.append(secret)
 
         pull_secret: Any = settings.image_pull_secret
         registry = spec.image
@@ -400,6 +408,7 @@ class KubernetesDeployment(pulumi.ComponentResource):
                 ),
             )
             pull_secret = pull.metadata.name
+            objects.append(pull)
 
         selector = k8s.meta.v1.LabelSelectorArgs(match_labels=labels(spec))
         self.deployment = k8s.apps.v1.Deployment(
@@ -422,6 +431,7 @@ class KubernetesDeployment(pulumi.ComponentResource):
             opts=on_cluster,
         )
 
+        objects.append(self.deployment)
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata=meta(spec.name),
@@ -437,80 +447,92 @@ class KubernetesDeployment(pulumi.ComponentResource):
             opts=on_cluster,
         )
 
+        objects.append(self.service)
+
         if settings.autoscaled:
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(
-                f"{name}-hpa",
-                metadata=meta(spec.name),
-                spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
-                    scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
-                        api_version="apps/v1", kind="Deployment", name=self.deployment.metadata.name
-                    ),
-                    min_replicas=settings.min_replicas,
-                    max_replicas=settings.max_replicas,
-                    metrics=[
-                        k8s.autoscaling.v2.MetricSpecArgs(
-                            type="Resource",
-                            resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
-                                name="cpu",
-                                target=k8s.autoscaling.v2.MetricTargetArgs(
-                                    type="Utilization", average_utilization=settings.target_cpu_percent
+            objects.append(
+                k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                    f"{name}-hpa",
+                    metadata=meta(spec.name),
+                    spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                        scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                            api_version="apps/v1", kind="Deployment", name=self.deployment.metadata.name
+                        ),
+                        min_replicas=settings.min_replicas,
+                        max_replicas=settings.max_replicas,
+                        metrics=[
+                            k8s.autoscaling.v2.MetricSpecArgs(
+                                type="Resource",
+                                resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                                    name="cpu",
+                                    target=k8s.autoscaling.v2.MetricTargetArgs(
+                                        type="Utilization", average_utilization=settings.target_cpu_percent
+                                    ),
                                 ),
-                            ),
-                        )
-                    ],
-                    behavior=k8s.autoscaling.v2.HorizontalPodAutoscalerBehaviorArgs(
-                        scale_down=k8s.autoscaling.v2.HPAScalingRulesArgs(
-                            stabilization_window_seconds=SCALE_DOWN_WINDOW_SECONDS,
-                            policies=[
-                                k8s.autoscaling.v2.HPAScalingPolicyArgs(type="Pods", value=1, period_seconds=60)
-                            ],
-                        )
+                            )
+                        ],
+                        behavior=k8s.autoscaling.v2.HorizontalPodAutoscalerBehaviorArgs(
+                            scale_down=k8s.autoscaling.v2.HPAScalingRulesArgs(
+                                stabilization_window_seconds=SCALE_DOWN_WINDOW_SECONDS,
+                                policies=[
+                                    k8s.autoscaling.v2.HPAScalingPolicyArgs(
+                                        type="Pods", value=1, period_seconds=60
+                                    )
+                                ],
+                            )
+                        ),
                     ),
-                ),
-                opts=on_cluster,
+                    opts=on_cluster,
+                )
             )
 
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
-            metadata=meta(spec.name),
-            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector),
-            opts=on_cluster,
+        objects.append(
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb",
+                metadata=meta(spec.name),
+                spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(max_unavailable=1, selector=selector),
+                opts=on_cluster,
+            )
         )
 
         if settings.ingress_host:
-            k8s.networking.v1.Ingress(
-                f"{name}-ingress",
-                metadata=meta(spec.name, annotations=dict(settings.ingress_annotations) or None),
-                spec=k8s.networking.v1.IngressSpecArgs(
-                    ingress_class_name=settings.ingress_class,
-                    tls=[
-                        k8s.networking.v1.IngressTLSArgs(
-                            hosts=[settings.ingress_host], secret_name=settings.ingress_tls_secret
-                        )
-                    ]
-                    if settings.ingress_tls_secret
-                    else None,
-                    rules=[
-                        k8s.networking.v1.IngressRuleArgs(
-                            host=settings.ingress_host,
-                            http=k8s.networking.v1.HTTPIngressRuleValueArgs(
-                                paths=[
-                                    k8s.networking.v1.HTTPIngressPathArgs(
-                                        path="/",
-                                        path_type="Prefix",
-                                        backend=k8s.networking.v1.IngressBackendArgs(
-                                            service=k8s.networking.v1.IngressServiceBackendArgs(
-                                                name=self.service.metadata.name,
-                                                port=k8s.networking.v1.ServiceBackendPortArgs(name="http"),
-                                            )
-                                        ),
-                                    )
-                                ]
-                            ),
-                        )
-                    ],
-                ),
-                opts=on_cluster,
+            objects.append(
+                k8s.networking.v1.Ingress(
+                    f"{name}-ingress",
+                    metadata=meta(spec.name, annotations=dict(settings.ingress_annotations) or None),
+                    spec=k8s.networking.v1.IngressSpecArgs(
+                        ingress_class_name=settings.ingress_class,
+                        tls=[
+                            k8s.networking.v1.IngressTLSArgs(
+                                hosts=[settings.ingress_host], secret_name=settings.ingress_tls_secret
+                            )
+                        ]
+                        if settings.ingress_tls_secret
+                        else None,
+                        rules=[
+                            k8s.networking.v1.IngressRuleArgs(
+                                host=settings.ingress_host,
+                                http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+                                    paths=[
+                                        k8s.networking.v1.HTTPIngressPathArgs(
+                                            path="/",
+                                            path_type="Prefix",
+                                            backend=k8s.networking.v1.IngressBackendArgs(
+                                                service=k8s.networking.v1.IngressServiceBackendArgs(
+                                                    name=self.service.metadata.name,
+                                                    port=k8s.networking.v1.ServiceBackendPortArgs(
+                                                        name="http"
+                                                    ),
+                                                )
+                                            ),
+                                        )
+                                    ]
+                                ),
+                            )
+                        ],
+                    ),
+                    opts=on_cluster,
+                )
             )
 
         ready = pulumi.Output.all(self.deployment.metadata, self.service.status)
@@ -522,6 +544,10 @@ class KubernetesDeployment(pulumi.ComponentResource):
             "kubeNamespace": namespace,
             "kubeService": self.service.metadata.name,
             "kubeAutoscaler": "hpa" if settings.autoscaled else "none",
+            # Every object the stack owns, `Kind/name` (and what makes the outputs wait for all of them).
+            "kubeObjects": pulumi.Output.all(
+                *[pulumi.Output.all(o.kind, o.metadata.name).apply("/".join) for o in objects]
+            ),
         }
         self.register_outputs(
             {

@@ -15,6 +15,7 @@ policy only reacts to the process exiting.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import pulumi
 
 from infra import sizing
@@ -88,10 +89,14 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
     refuse_scaling(r, scaling, ("targetCpuPercent",), "Railway does not scale on CPU")
     refuse_scaling(r, scaling, ("concurrency",), "Railway does not route by requests in flight")
     # The plan is a fact about your account, not a choice: check that it holds one replica.
-    plan = check_size(r, "railwayPlan", common, SIZES, platform="Railway plan", forced=PLANS_BY_NAME[plan_name])
+    plan = check_size(
+        r, "railwayPlan", common, SIZES, platform="Railway plan", forced=PLANS_BY_NAME[plan_name]
+    )
     cpus = common.cpus if common.cpus is not None else float(common.workers)
     if plan is not None and cpus > plan.cpus:
-        r.problem("cpus", f"={cpus:g} is more than railwayPlan={plan.name} gives a replica ({plan.cpus:g} vCPU)")
+        r.problem(
+            "cpus", f"={cpus:g} is more than railwayPlan={plan.name} gives a replica ({plan.cpus:g} vCPU)"
+        )
     policy = r.string("railwayRestartPolicy", "ON_FAILURE", RESTART_POLICIES) or "ON_FAILURE"
     retries = r.integer("railwayRestartMaxRetries", 10, 0, 100)
     if r.has("railwayRestartMaxRetries") and policy != "ON_FAILURE":
@@ -133,5 +138,5 @@ def deploy(name: str, cfg: StackConfig, spec: DeploymentSpec) -> pulumi.Componen
         "Pulumi provider. Run "
         f"`python scripts/railway_config.py --stack-file Pulumi.{cfg.stack}.yaml` to write railway.json, "
         "set the variables it prints (`--variables`), then `railway up` or push to the connected "
-        "repository (README.md, \"Railway\")."
+        'repository (README.md, "Railway").'
     )

@@ -57,7 +57,9 @@ def cores(quantity: str) -> str:
     return f"{int(quantity[:-1]) / 1000:g}" if quantity.endswith("m") else quantity
 
 
-def pod_run_argv(deployment: dict, secrets: dict[str, dict], image: str, name: str, host_port: int) -> list[str]:
+def pod_run_argv(
+    deployment: dict, secrets: dict[str, dict], image: str, name: str, host_port: int
+) -> list[str]:
     """`docker run` of the pod's one container with what the kubelet would give it."""
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -148,7 +150,9 @@ def test_the_declared_pod_starts_passes_its_probes_and_keeps_its_contract(build_
         assert inside("touch", "/home/app/written").returncode != 0, "the root filesystem is writable"
         assert inside("touch", "/tmp/written").returncode == 0, "/tmp is not writable"
         status = dict(
-            line.split(":\t", 1) for line in inside("cat", "/proc/1/status").stdout.splitlines() if ":\t" in line
+            line.split(":\t", 1)
+            for line in inside("cat", "/proc/1/status").stdout.splitlines()
+            if ":\t" in line
         )
         assert status["CapEff"].strip() == "0" * 16 and status["NoNewPrivs"].strip() == "1"
         environment = dict(line.split("=", 1) for line in inside("env").stdout.splitlines() if "=" in line)

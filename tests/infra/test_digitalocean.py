@@ -10,7 +10,13 @@ from infra.config import HEALTH_PATH
 from infra.spec import STOP_MARGIN_SECONDS
 from infra.targets import digitalocean as do_target
 from tests.infra import harness
-from tests.infra.harness import BUILT_DIGEST, FAKE_SECRETS, plain, strings_inside_secrets, strings_outside_secrets
+from tests.infra.harness import (
+    BUILT_DIGEST,
+    FAKE_SECRETS,
+    plain,
+    strings_inside_secrets,
+    strings_outside_secrets,
+)
 
 APP = "digitalocean:index/app:App"
 IMAGE = "docker:index/image:Image"
@@ -45,7 +51,9 @@ def test_the_example_runs_the_pushed_digest_from_docr_with_cpu_autoscaling_on_de
         assert image["skipPush"] is False and image["build"]["platform"] == "linux/amd64"
         spec = plain(run.one(APP).inputs)["spec"]
         assert (spec["name"], spec["region"]) == ("reranker-digitalocean", "nyc")
-        assert spec["ingress"]["rules"] == [{"component": {"name": "reranker"}, "match": {"path": {"prefix": "/"}}}]
+        assert spec["ingress"]["rules"] == [
+            {"component": {"name": "reranker"}, "match": {"path": {"prefix": "/"}}}
+        ]
         svc = service(run)
         assert svc["image"] == {
             "registryType": "DOCR",
@@ -164,14 +172,21 @@ def test_a_private_ghcr_image_gets_secret_registry_credentials_and_a_prebuilt_ta
         ("registry.digitalocean.com/acme/reranker:1", ("DOCR", None, "reranker", "1", None)),
         ("ghcr.io/acme/reranker", ("GHCR", "acme", "reranker", "latest", None)),
         ("acme/reranker:2", ("DOCKER_HUB", "acme", "reranker", "2", None)),
-        ("docker.io/acme/reranker@sha256:" + "ab" * 32, ("DOCKER_HUB", "acme", "reranker", None, "sha256:" + "ab" * 32)),
+        (
+            "docker.io/acme/reranker@sha256:" + "ab" * 32,
+            ("DOCKER_HUB", "acme", "reranker", None, "sha256:" + "ab" * 32),
+        ),
         ("quay.io/acme/reranker:1", None),
         ("reranker:dev", None),
     ],
 )
 def test_image_references_map_to_app_platform_registries(reference, expected):
     source = do_target.image_source(reference)
-    got = None if source is None else (source.registry_type, source.registry, source.repository, source.tag, source.digest)
+    got = (
+        None
+        if source is None
+        else (source.registry_type, source.registry, source.repository, source.tag, source.digest)
+    )
     assert got == expected
 
 
@@ -186,42 +201,69 @@ def test_the_size_table_is_ordered_and_names_its_prices():
 REFUSED = {
     "a size that does not exist": (
         {"doInstanceSize": "apps-s-1vcpu-3gb"},
-        ["reranker:doInstanceSize='apps-s-1vcpu-3gb' is not an App Platform instance size",
-         "pulumi config set doInstanceSize apps-d-1vcpu-1gb"],
+        [
+            "reranker:doInstanceSize='apps-s-1vcpu-3gb' is not an App Platform instance size",
+            "pulumi config set doInstanceSize apps-d-1vcpu-1gb",
+        ],
     ),
     "a size too small for one worker": (
         {"doInstanceSize": "apps-d-1vcpu-0.5gb", "memoryMb": None},
-        ["reranker:doInstanceSize=apps-d-1vcpu-0.5gb (512 MB) cannot hold 1 worker(s)",
-         "pulumi config set doInstanceSize apps-d-1vcpu-1gb"],
+        [
+            "reranker:doInstanceSize=apps-d-1vcpu-0.5gb (512 MB) cannot hold 1 worker(s)",
+            "pulumi config set doInstanceSize apps-d-1vcpu-1gb",
+        ],
     ),
     "a shared-CPU size with autoscaling": (
         {"doInstanceSize": "apps-s-1vcpu-2gb"},
-        ["reranker:doInstanceSize=apps-s-1vcpu-2gb is a shared-CPU size", "autoscales only dedicated-CPU sizes",
-         "pulumi config set doInstanceSize apps-d-1vcpu-1gb"],
+        [
+            "reranker:doInstanceSize=apps-s-1vcpu-2gb is a shared-CPU size",
+            "autoscales only dedicated-CPU sizes",
+            "pulumi config set doInstanceSize apps-d-1vcpu-1gb",
+        ],
     ),
     "a one-instance size for several instances": (
-        {"doInstanceSize": "apps-s-1vcpu-1gb-fixed", "minInstances": "2", "maxInstances": "2", "targetCpuPercent": None},
+        {
+            "doInstanceSize": "apps-s-1vcpu-1gb-fixed",
+            "minInstances": "2",
+            "maxInstances": "2",
+            "targetCpuPercent": None,
+        },
         ["reranker:doInstanceSize=apps-s-1vcpu-1gb-fixed is a size that runs exactly one instance"],
     ),
     "more memory than the largest size": (
         {"memoryMb": "65536"},
-        ["reranker:memoryMb=65536 does not fit the largest supported App Platform instance size apps-d-8vcpu-32gb"],
+        [
+            "reranker:memoryMb=65536 does not fit the largest supported App Platform instance size apps-d-8vcpu-32gb"
+        ],
     ),
-    "too little memory for the workers": ({"memoryMb": "1024", "workers": "2"}, ["reranker:memoryMb=1024 is too small for 2 workers"]),
+    "too little memory for the workers": (
+        {"memoryMb": "1024", "workers": "2"},
+        ["reranker:memoryMb=1024 is too small for 2 workers"],
+    ),
     "requests in flight are no App Platform scaling signal": (
-        {"concurrency": "10"}, ["reranker:concurrency cannot be honoured", "CPU only"]
+        {"concurrency": "10"},
+        ["reranker:concurrency cannot be honoured", "CPU only"],
     ),
-    "no scale to zero": ({"minInstances": "0"}, ["reranker:minInstances=0", "pulumi config set minInstances 1"]),
+    "no scale to zero": (
+        {"minInstances": "0"},
+        ["reranker:minInstances=0", "pulumi config set minInstances 1"],
+    ),
     "a registry App Platform cannot pull from": (
-        {"imageName": "quay.io/acme/reranker:1"}, ["App Platform pulls only from DigitalOcean Container Registry"]
+        {"imageName": "quay.io/acme/reranker:1"},
+        ["App Platform pulls only from DigitalOcean Container Registry"],
     ),
     "the placeholder image name": (
-        {"imageName": "registry.digitalocean.com/OWNER/reranker:latest"}, ["still has the OWNER placeholder"]
+        {"imageName": "registry.digitalocean.com/OWNER/reranker:latest"},
+        ["still has the OWNER placeholder"],
     ),
-    "an app name App Platform rejects": ({"doAppName": "Reranker_Prod"}, ["reranker:doAppName='Reranker_Prod'"]),
+    "an app name App Platform rejects": (
+        {"doAppName": "Reranker_Prod"},
+        ["reranker:doAppName='Reranker_Prod'"],
+    ),
     "a region App Platform does not have": ({"doRegion": "mars"}, ["reranker:doRegion='mars' is not one of"]),
     "a shutdown grace past App Platform's limit": (
-        {"shutdownGraceSeconds": "900"}, ["reranker:shutdownGraceSeconds=900", "pulumi config set shutdownGraceSeconds 595"]
+        {"shutdownGraceSeconds": "900"},
+        ["reranker:shutdownGraceSeconds=900", "pulumi config set shutdownGraceSeconds 595"],
     ),
 }
 

@@ -39,7 +39,9 @@ def rendered(tmp_path, **changes) -> dict:
 
 
 def test_fly_toml_is_up_to_date_with_the_example_stack():
-    assert (ROOT / "fly.toml").read_text() == fly_config.generate(), "fly.toml is stale: run python scripts/fly_config.py"
+    assert (ROOT / "fly.toml").read_text() == fly_config.generate(), (
+        "fly.toml is stale: run python scripts/fly_config.py"
+    )
 
 
 def test_fly_toml_parses_and_says_what_the_spec_says():
@@ -55,7 +57,11 @@ def test_fly_toml_parses_and_says_what_the_spec_says():
     assert not set(document["env"]) & set(spec.secret_env)
     http = document["http_service"]
     assert http["internal_port"] == spec.port == 8000 and http["force_https"] is True
-    assert (http["min_machines_running"], http["auto_stop_machines"], http["auto_start_machines"]) == (1, "stop", True)
+    assert (http["min_machines_running"], http["auto_stop_machines"], http["auto_start_machines"]) == (
+        1,
+        "stop",
+        True,
+    )
     assert http["concurrency"] == {"type": "requests", "soft_limit": 3, "hard_limit": 12}
     (check,) = http["checks"]
     assert check["path"] == HEALTH_PATH and check["method"] == "GET"
@@ -76,9 +82,21 @@ def test_concurrency_limits_come_from_the_benchmark_throughput():
     ("changes", "vm", "auto_stop"),
     [
         ({}, {"cpu_kind": "performance", "cpus": 1, "memory_mb": 2048}, "stop"),
-        ({"flyCpuKind": "shared", "memoryMb": 1000}, {"cpu_kind": "shared", "cpus": 1, "memory_mb": 1024}, "stop"),
-        ({"workers": 2, "cpus": 2, "memoryMb": 1250}, {"cpu_kind": "performance", "cpus": 2, "memory_mb": 4096}, "stop"),
-        ({"memoryMb": 3000, "minInstances": 2, "maxInstances": 2}, {"cpu_kind": "performance", "cpus": 1, "memory_mb": 3072}, "off"),
+        (
+            {"flyCpuKind": "shared", "memoryMb": 1000},
+            {"cpu_kind": "shared", "cpus": 1, "memory_mb": 1024},
+            "stop",
+        ),
+        (
+            {"workers": 2, "cpus": 2, "memoryMb": 1250},
+            {"cpu_kind": "performance", "cpus": 2, "memory_mb": 4096},
+            "stop",
+        ),
+        (
+            {"memoryMb": 3000, "minInstances": 2, "maxInstances": 2},
+            {"cpu_kind": "performance", "cpus": 1, "memory_mb": 3072},
+            "off",
+        ),
         ({"flyVmSize": "performance-2x"}, {"cpu_kind": "performance", "cpus": 2, "memory_mb": 4096}, "stop"),
     ],
 )
@@ -121,20 +139,37 @@ def test_the_toml_writer_escapes_strings():
 
 
 REFUSED = {
-    "a CPU target": ({"targetCpuPercent": 70}, ["reranker:targetCpuPercent cannot be honoured", "not by CPU"]),
-    "a preset that does not exist": ({"flyVmSize": "performance-3x"}, ["reranker:flyVmSize='performance-3x'",
-                                                                      "pulumi config set flyVmSize performance-1x"]),
+    "a CPU target": (
+        {"targetCpuPercent": 70},
+        ["reranker:targetCpuPercent cannot be honoured", "not by CPU"],
+    ),
+    "a preset that does not exist": (
+        {"flyVmSize": "performance-3x"},
+        ["reranker:flyVmSize='performance-3x'", "pulumi config set flyVmSize performance-1x"],
+    ),
     "a preset too small for the workers": (
         {"flyVmSize": "shared-cpu-1x", "workers": 4, "memoryMb": None, "cpus": None},
         ["reranker:flyVmSize=shared-cpu-1x (at most 2048 MB) cannot hold 4 worker(s)"],
     ),
     "more memory than any preset": ({"memoryMb": 70000}, ["reranker:memoryMb=70000", "performance-8x"]),
-    "no auto stop with a scaling range": ({"flyAutoStop": "off"}, ["reranker:flyAutoStop=off", "pulumi config set flyAutoStop stop"]),
-    "suspend above 2 GB": ({"flyAutoStop": "suspend", "memoryMb": 4096}, ["reranker:flyAutoStop=suspend needs machines of at most 2048 MB"]),
+    "no auto stop with a scaling range": (
+        {"flyAutoStop": "off"},
+        ["reranker:flyAutoStop=off", "pulumi config set flyAutoStop stop"],
+    ),
+    "suspend above 2 GB": (
+        {"flyAutoStop": "suspend", "memoryMb": 4096},
+        ["reranker:flyAutoStop=suspend needs machines of at most 2048 MB"],
+    ),
     "an app name Fly rejects": ({"flyApp": "My_Reranker"}, ["reranker:flyApp='My_Reranker'"]),
     "a region Fly does not have": ({"flyRegion": "xyz"}, ["reranker:flyRegion='xyz' is not one of"]),
-    "a shutdown grace past Fly's kill_timeout": ({"shutdownGraceSeconds": 400}, ["pulumi config set shutdownGraceSeconds 295"]),
-    "too little memory for the workers": ({"memoryMb": 1024, "workers": 2}, ["reranker:memoryMb=1024 is too small for 2 workers"]),
+    "a shutdown grace past Fly's kill_timeout": (
+        {"shutdownGraceSeconds": 400},
+        ["pulumi config set shutdownGraceSeconds 295"],
+    ),
+    "too little memory for the workers": (
+        {"memoryMb": 1024, "workers": 2},
+        ["reranker:memoryMb=1024 is too small for 2 workers"],
+    ),
 }
 
 
@@ -163,4 +198,7 @@ def test_the_readme_states_every_preset_with_its_list_price_and_the_date():
         row = next((line for line in readme.splitlines() if line.startswith(f"| `{preset.name}` |")), None)
         assert row is not None, f"{preset.name} is missing from the README's Fly table"
         assert f"${preset.usd_per_month_at_min:.2f} / month" in row
-    assert f"as recorded on {fly.PRICES_AS_OF}" in readme and f"${fly.EXTRA_USD_PER_GB_MONTH:g} / month" in readme
+    assert (
+        f"as recorded on {fly.PRICES_AS_OF}" in readme
+        and f"${fly.EXTRA_USD_PER_GB_MONTH:g} / month" in readme
+    )

@@ -61,7 +61,9 @@ def integral(value):
 def manifests(run: harness.Run) -> list[dict]:
     """Every Kubernetes object the program declares, as the YAML documents `kubectl apply` would take."""
     objects = [integral(plain(r.inputs)) for r in run.mocks.created if r.typ.startswith("kubernetes:")]
-    for obj, resource in zip(objects, [r for r in run.mocks.created if r.typ.startswith("kubernetes:")], strict=True):
+    for obj, resource in zip(
+        objects, [r for r in run.mocks.created if r.typ.startswith("kubernetes:")], strict=True
+    ):
         obj.setdefault("metadata", {}).setdefault("name", f"{resource.name}-{MOCK_SUFFIX}")  # auto-naming
     text = yaml.safe_dump_all(objects, sort_keys=False)
     return list(yaml.safe_load_all(text))
@@ -74,7 +76,9 @@ def validate_all(objects: list[dict]) -> list[str]:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as error:
             path = "/".join(str(p) for p in error.absolute_path)
-            raise AssertionError(f"{obj['kind']} {obj['metadata'].get('name')}: {path}: {error.message}") from None
+            raise AssertionError(
+                f"{obj['kind']} {obj['metadata'].get('name')}: {path}: {error.message}"
+            ) from None
         kinds.append(obj["kind"])
     return kinds
 
@@ -105,6 +109,7 @@ def test_the_example_declares_every_object_and_each_is_valid_for_kubernetes():
         assert outputs["url"] == "https://rerank.example.com"
         assert outputs["healthUrl"] == "https://rerank.example.com/api/health/"
         assert outputs["kubeNamespace"] == "reranker" and outputs["kubeAutoscaler"] == "hpa"
+        assert sorted(outputs["kubeObjects"]) == sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
         assert outputs["imageName"] == "ghcr.io/acme/reranker:2.0.0"
 
     return run.settled(check)
@@ -136,11 +141,15 @@ def test_the_pod_runs_the_pushed_digest_as_non_root_read_only_with_no_capabiliti
         assert context["capabilities"] == {"drop": ["ALL"]}
         # /tmp: memory-backed, like the Docker target's tmpfs, and counted in the sizing headroom.
         assert container["volumeMounts"] == [{"name": "scratch-tmp", "mountPath": "/tmp"}]
-        assert pod["volumes"] == [{"name": "scratch-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}]
+        assert pod["volumes"] == [
+            {"name": "scratch-tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}
+        ]
         pull = run.of_type(SECRET)[1]
         assert pull.name.endswith("-pull")
         assert pod["imagePullSecrets"] == [{"name": f"{pull.name}-{MOCK_SUFFIX}"}]
-        assert inputs(run, NAMESPACE)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert (
+            inputs(run, NAMESPACE)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+        )
 
     return run.settled(check)
 
@@ -165,12 +174,17 @@ def test_every_variable_reaches_the_container_and_secrets_only_through_the_secre
         env_secret = next(r for r in run.of_type(SECRET) if r.name.endswith("-env"))
         assert env["RERANK_API_KEYS"] == {
             "name": "RERANK_API_KEYS",
-            "valueFrom": {"secretKeyRef": {"name": f"{env_secret.name}-{MOCK_SUFFIX}", "key": "RERANK_API_KEYS"}},
+            "valueFrom": {
+                "secretKeyRef": {"name": f"{env_secret.name}-{MOCK_SUFFIX}", "key": "RERANK_API_KEYS"}
+            },
         }
         assert set(env) == set(outputs["envNames"])
         # The Secret holds the value, as a Pulumi secret; nothing else holds it in clear.
         assert strings_inside_secrets(env_secret.inputs["stringData"]) == [API_KEYS]
-        assert plain(env_secret.inputs)["immutable"] is True and "name" not in plain(env_secret.inputs)["metadata"]
+        assert (
+            plain(env_secret.inputs)["immutable"] is True
+            and "name" not in plain(env_secret.inputs)["metadata"]
+        )
         for resource in run.mocks.created:
             clear = harness.strings_outside_secrets(resource.inputs)
             for name, value in FAKE_SECRETS.items():
@@ -203,7 +217,10 @@ def test_resources_are_guaranteed_and_probes_cover_the_start_period_on_the_healt
         assert probes["readiness"]["periodSeconds"] == 5 and probes["readiness"]["failureThreshold"] == 3
         assert probes["liveness"]["periodSeconds"] * probes["liveness"]["failureThreshold"] == 60
         assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": k8s_target.PRESTOP_PAUSE_SECONDS}}}
-        assert pod["terminationGracePeriodSeconds"] == k8s_target.PRESTOP_PAUSE_SECONDS + 30 + STOP_MARGIN_SECONDS
+        assert (
+            pod["terminationGracePeriodSeconds"]
+            == k8s_target.PRESTOP_PAUSE_SECONDS + 30 + STOP_MARGIN_SECONDS
+        )
 
     return run.settled(check)
 
@@ -217,10 +234,17 @@ def test_the_autoscaler_owns_the_replica_count():
         assert "replicas" not in deployment["spec"]
         assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
         hpa = inputs(run, HPA)["spec"]
-        assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "reranker-kubernetes"}
+        assert hpa["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "reranker-kubernetes",
+        }
         assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
         assert hpa["metrics"] == [
-            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+            }
         ]
         assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
         pdb = inputs(run, PDB)["spec"]
@@ -311,7 +335,10 @@ def test_cluster_ip_without_ingress_is_the_in_cluster_address_and_sizes_follow_t
         assert container["resources"]["limits"] == {"cpu": "2000m", "memory": "1536Mi"}
         assert container["resources"]["requests"] == container["resources"]["limits"]
         assert {"name": "WEB_CONCURRENCY", "value": "2"} in container["env"]
-        assert pod["terminationGracePeriodSeconds"] == k8s_target.PRESTOP_PAUSE_SECONDS + 45 + STOP_MARGIN_SECONDS
+        assert (
+            pod["terminationGracePeriodSeconds"]
+            == k8s_target.PRESTOP_PAUSE_SECONDS + 45 + STOP_MARGIN_SECONDS
+        )
         assert inputs(run, DEPLOYMENT)["metadata"]["namespace"] == "ml"
 
     return run.settled(check)
@@ -359,24 +386,47 @@ def test_preview_declares_the_same_objects():
 REFUSED = {
     "requests in flight are not a Kubernetes scaling signal": (
         {"concurrency": "8"},
-        ["reranker:concurrency cannot be honoured", "HorizontalPodAutoscaler scales on CPU",
-         "pulumi config rm concurrency"],
+        [
+            "reranker:concurrency cannot be honoured",
+            "HorizontalPodAutoscaler scales on CPU",
+            "pulumi config rm concurrency",
+        ],
     ),
-    "no scale to zero": ({"minInstances": "0", "maxInstances": "3"}, ["reranker:minInstances=0",
-                                                                     "pulumi config set minInstances 1"]),
-    "a namespace that is no DNS label": ({"kubeNamespace": "Reranker_Prod"}, ["reranker:kubeNamespace='Reranker_Prod'"]),
-    "an ingress host with a scheme": ({"kubeIngressHost": "https://rerank.example.com"}, ["reranker:kubeIngressHost="]),
+    "no scale to zero": (
+        {"minInstances": "0", "maxInstances": "3"},
+        ["reranker:minInstances=0", "pulumi config set minInstances 1"],
+    ),
+    "a namespace that is no DNS label": (
+        {"kubeNamespace": "Reranker_Prod"},
+        ["reranker:kubeNamespace='Reranker_Prod'"],
+    ),
+    "an ingress host with a scheme": (
+        {"kubeIngressHost": "https://rerank.example.com"},
+        ["reranker:kubeIngressHost="],
+    ),
     "TLS without an ingress host": (
         {"kubeIngressHost": None, "kubeIngressClass": None},
         ["reranker:kubeIngressTlsSecret is set but kubeIngressHost is not"],
     ),
-    "a service type Kubernetes does not have": ({"kubeServiceType": "Ingress"}, ["reranker:kubeServiceType='Ingress'"]),
-    "a local image name the cluster cannot pull": ({"imageName": "reranker:prod"}, ["is a local name, but the cluster pulls"]),
+    "a service type Kubernetes does not have": (
+        {"kubeServiceType": "Ingress"},
+        ["reranker:kubeServiceType='Ingress'"],
+    ),
+    "a local image name the cluster cannot pull": (
+        {"imageName": "reranker:prod"},
+        ["is a local name, but the cluster pulls"],
+    ),
     "too little memory for the workers": (
         {"memoryMb": "1024", "workers": "2"},
-        [f"reranker:memoryMb=1024 is too small for 2 workers", f"set memoryMb >= {sizing.required_memory_mb(2)}"],
+        [
+            "reranker:memoryMb=1024 is too small for 2 workers",
+            f"set memoryMb >= {sizing.required_memory_mb(2)}",
+        ],
     ),
-    "a scaling range upside down": ({"minInstances": "4", "maxInstances": "2"}, ["reranker:maxInstances=2 is below minInstances=4"]),
+    "a scaling range upside down": (
+        {"minInstances": "4", "maxInstances": "2"},
+        ["reranker:maxInstances=2 is below minInstances=4"],
+    ),
 }
 
 

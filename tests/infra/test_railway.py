@@ -61,12 +61,18 @@ def test_railway_json_says_what_the_spec_says():
     deploy = document["deploy"]
     assert deploy["healthcheckPath"] == HEALTH_PATH == spec.health.path
     # Railway waits that long for a new deployment's first 200: the whole start period and the retries.
-    assert deploy["healthcheckTimeout"] >= spec.health.start_period_seconds + spec.health.retries * spec.health.interval_seconds
+    assert (
+        deploy["healthcheckTimeout"]
+        >= spec.health.start_period_seconds + spec.health.retries * spec.health.interval_seconds
+    )
     assert deploy["numReplicas"] == 1 and deploy["sleepApplication"] is False
     assert deploy["restartPolicyType"] == "ON_FAILURE" and deploy["restartPolicyMaxRetries"] == 10
     assert deploy["drainingSeconds"] == spec.shutdown_grace_seconds + STOP_MARGIN_SECONDS
     # Source changes redeploy; infra and docs changes do not.
-    assert "service/**" in document["build"]["watchPatterns"] and "Dockerfile" in document["build"]["watchPatterns"]
+    assert (
+        "service/**" in document["build"]["watchPatterns"]
+        and "Dockerfile" in document["build"]["watchPatterns"]
+    )
 
 
 def test_the_generated_file_follows_the_stack_settings(tmp_path):
@@ -76,7 +82,10 @@ def test_the_generated_file_follows_the_stack_settings(tmp_path):
         startPeriodSeconds=300, railwayRestartPolicy="ALWAYS", railwayRestartMaxRetries=None,
     )))  # fmt: skip
     deploy = json.loads(railway_config.generate(stack))["deploy"]
-    assert deploy["multiRegionConfig"] == {"europe-west4-drams3a": {"numReplicas": 3}} and "numReplicas" not in deploy
+    assert (
+        deploy["multiRegionConfig"] == {"europe-west4-drams3a": {"numReplicas": 3}}
+        and "numReplicas" not in deploy
+    )
     assert deploy["drainingSeconds"] == 65 and deploy["healthcheckTimeout"] >= 300
     assert deploy["restartPolicyType"] == "ALWAYS" and "restartPolicyMaxRetries" not in deploy
 
@@ -101,18 +110,35 @@ def test_the_script_rewrites_checks_and_prints_the_variables(tmp_path):
 
 
 REFUSED = {
-    "autoscaling": ({"maxInstances": 3}, ["reranker:maxInstances=3 above minInstances=1 asks for autoscaling",
-                                          "pulumi config set maxInstances 1"]),
+    "autoscaling": (
+        {"maxInstances": 3},
+        [
+            "reranker:maxInstances=3 above minInstances=1 asks for autoscaling",
+            "pulumi config set maxInstances 1",
+        ],
+    ),
     "a CPU target": ({"maxInstances": None, "targetCpuPercent": 60}, ["reranker:targetCpuPercent"]),
     "requests in flight": ({"concurrency": 8}, ["reranker:concurrency cannot be honoured"]),
     "a plan too small for one worker": (
         {"railwayPlan": "free"},
         ["reranker:railwayPlan=free (512 MB) cannot hold 1 worker(s)", "pulumi config set railwayPlan hobby"],
     ),
-    "more memory than the plan gives a replica": ({"memoryMb": 16384}, ["reranker:railwayPlan=hobby has 8192 MB"]),
-    "a restart policy Railway does not have": ({"railwayRestartPolicy": "UNLESS_STOPPED"}, ["reranker:railwayRestartPolicy="]),
-    "retries without ON_FAILURE": ({"railwayRestartPolicy": "NEVER"}, ["reranker:railwayRestartMaxRetries applies to"]),
-    "an image flavour railway.json cannot select": ({"imageFlavour": "onnx", "memoryMb": None}, ["reranker:imageFlavour=onnx"]),
+    "more memory than the plan gives a replica": (
+        {"memoryMb": 16384},
+        ["reranker:railwayPlan=hobby has 8192 MB"],
+    ),
+    "a restart policy Railway does not have": (
+        {"railwayRestartPolicy": "UNLESS_STOPPED"},
+        ["reranker:railwayRestartPolicy="],
+    ),
+    "retries without ON_FAILURE": (
+        {"railwayRestartPolicy": "NEVER"},
+        ["reranker:railwayRestartMaxRetries applies to"],
+    ),
+    "an image flavour railway.json cannot select": (
+        {"imageFlavour": "onnx", "memoryMb": None},
+        ["reranker:imageFlavour=onnx"],
+    ),
 }
 
 
@@ -131,7 +157,9 @@ def test_the_script_exits_2_with_the_problems_and_writes_nothing(tmp_path):
     stack = tmp_path / "Pulumi.rw.yaml"
     stack.write_text(yaml.safe_dump(example_cfg(maxInstances=3)))
     output = tmp_path / "railway.json"
-    result = subprocess.run([*SCRIPT, "--stack-file", str(stack), "--output", str(output)], capture_output=True, text=True)
+    result = subprocess.run(
+        [*SCRIPT, "--stack-file", str(stack), "--output", str(output)], capture_output=True, text=True
+    )
     assert result.returncode == 2 and "reranker:maxInstances=3" in result.stderr and not output.exists()
 
 

@@ -39,7 +39,9 @@ SECRETS = {"apiKeys": FAKE_SECRETS["apiKeys"]}
 
 def stack_file(tmp_path, target: str):
     path = tmp_path / f"Pulumi.same-{target}.yaml"
-    path.write_text(yaml.safe_dump({"config": {f"reranker:{k}": v for k, v in {**BASE, "target": target}.items()}}))
+    path.write_text(
+        yaml.safe_dump({"config": {f"reranker:{k}": v for k, v in {**BASE, "target": target}.items()}})
+    )
     return path
 
 
@@ -51,7 +53,13 @@ def parsed(tmp_path, target: str) -> config.StackConfig:
 
 
 def contract(image, env_names, health_path, port, memory_mb) -> dict:
-    return {"image": image, "env": sorted(env_names), "health": health_path, "port": port, "memory": memory_mb}
+    return {
+        "image": image,
+        "env": sorted(env_names),
+        "health": health_path,
+        "port": port,
+        "memory": memory_mb,
+    }
 
 
 EXPECTED_ENV = sorted(
