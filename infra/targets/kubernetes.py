@@ -118,6 +118,15 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
             r.problem("kubeIngressAnnotations", "is set but kubeIngressHost is not")
 
     image_pull_secret = r.string("kubeImagePullSecret")
+    kubeconfig = r.string("kubeconfig")
+    if kubeconfig is not None and ("\n" in kubeconfig or "clusters:" in kubeconfig):
+        r.problem(
+            "kubeconfig",
+            "holds a kubeconfig's contents (credentials) in plain text; it takes a file path. Pass the "
+            "contents as the provider's secret instead: pulumi config rm kubeconfig; "
+            "pulumi config set --secret kubernetes:kubeconfig < ~/.kube/config",
+        )
+        kubeconfig = None
     if common.build_image or image_pull_secret is not None:
         check_registry_image(r, common.image_name, "the cluster", r.deploy)
 
@@ -145,7 +154,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
         service_name=f"reranker-{stack}",
         namespace=namespace,
         create_namespace=r.boolean("kubeCreateNamespace", True),
-        kubeconfig=r.string("kubeconfig"),
+        kubeconfig=kubeconfig,
         context=r.string("kubeContext"),
         service_type=service_type,
         service_port=service_port,

@@ -423,6 +423,10 @@ REFUSED = {
             f"set memoryMb >= {sizing.required_memory_mb(2)}",
         ],
     ),
+    "kubeconfig contents in plain text": (
+        {"kubeconfig": "apiVersion: v1\nclusters:\n- cluster: {}\n"},
+        ["reranker:kubeconfig holds a kubeconfig's contents", "pulumi config set --secret kubernetes:kubeconfig"],
+    ),
     "a scaling range upside down": (
         {"minInstances": "4", "maxInstances": "2"},
         ["reranker:maxInstances=2 is below minInstances=4"],
