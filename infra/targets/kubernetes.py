@@ -10,7 +10,7 @@ What it declares, all from the one DeploymentSpec:
   capability dropped, no privilege escalation, seccomp RuntimeDefault, no service-account token;
   CPU and memory requests = limits (Guaranteed QoS) from sizing; startup, readiness and liveness
   probes on the health route; a preStop pause so endpoints drop the pod before SIGTERM, and
-  terminationGracePeriodSeconds = that pause + the service's shutdown grace;
+  terminationGracePeriodSeconds = that pause + the shutdown grace + the stop margin;
 - a Service (ClusterIP by default, or LoadBalancer / NodePort);
 - a HorizontalPodAutoscaler (autoscaling/v2, CPU utilisation) when maxInstances > minInstances: the
   Deployment then leaves `replicas` out, so a `pulumi up` never fights the autoscaler;
