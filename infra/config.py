@@ -524,7 +524,7 @@ def parse(raw: RawConfig, *, deploy: bool = True) -> StackConfig:
     elif image_build_args:
         r.problem("imageBuildArgs", "is set but buildImage=false, so nothing is built; remove one of them")
 
-    auth_plain, auth_secret = _read_auth(r, environment, deploy)
+    auth_plain, auth_secret = _read_auth(r, environment, deploy, required_secrets)
     guide_plain, guide_secret = _read_guide_keys(r)
     secret_env = {**auth_secret, **guide_secret}
     if secret_env_raw is not None:
@@ -717,7 +717,9 @@ def _check_memory(r: _Reader, memory_mb: int, workers: int, flavour: str) -> Non
     )
 
 
-def _read_auth(r: _Reader, environment: str, deploy: bool) -> tuple[dict[str, str], dict[str, Secret]]:
+def _read_auth(
+    r: _Reader, environment: str, deploy: bool, required: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, Secret]]:
     """Issue 10's settings: API keys and the JWT audience, anonymous access, public metrics."""
     plain: dict[str, str] = {}
     secret: dict[str, Secret] = {}
@@ -737,7 +739,8 @@ def _read_auth(r: _Reader, environment: str, deploy: bool) -> tuple[dict[str, st
     if r.has("metricsPublic"):
         plain["RERANK_METRICS_PUBLIC"] = str(metrics_public).lower()
     authenticated = any(r.has(key) for key in AUTH_KEYS)
-    if environment == "production" and deploy and not authenticated and not allow_anonymous:
+    required_auth = any(key in required for key in AUTH_KEYS)  # then its own "required" problem says it
+    if environment == "production" and deploy and not authenticated and not allow_anonymous and not required_auth:
         r.problem(
             "apiKeys",
             "is not set, nor supabaseJwtSecret or supabaseJwtPublicKey: environment=production refuses to "
