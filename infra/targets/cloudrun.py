@@ -26,14 +26,15 @@ from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, refuse_scaling, registry_host
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
+from infra.targets._keys import DELETION_PROTECTION, PUBLIC
 
 NAME = "cloudrun"
 KEYS: tuple[Key, ...] = (
     Key("gcpProject", "Google Cloud project id (required for cloudrun)"),
     Key("gcpRegion", "Cloud Run / Artifact Registry region"),
     Key("artifactRepository", "Artifact Registry repository the image is pushed to (created)"),
-    Key("public", "cloudrun, ecs: reachable from the internet (Cloud Run: allUsers may invoke; ECS: a public load balancer)"),
-    Key("deletionProtection", "cloudrun, ecs: refuse `pulumi destroy` of the service (ECS: the load balancer, the registry)"),
+    PUBLIC,
+    DELETION_PROTECTION,
     Key("enableApis", "Enable the Cloud Run, Artifact Registry and Secret Manager APIs in the project"),
 )
 
@@ -119,22 +120,25 @@ def pick_size(r: _Reader, common: StackConfig) -> tuple[float, int]:
         whole = next((c for c in WHOLE_CPUS if c >= cpus), None)
         if explicit_cpu or whole is None:
             fix = f"pulumi config set cpus {whole}" if whole else "pulumi config set cpus 8"
-            r.problem("cpus", f"={cpus:g}: Cloud Run takes 0.08-1 or {', '.join(map(str, WHOLE_CPUS))} CPUs ({fix})")
+            r.problem(
+                "cpus", f"={cpus:g}: Cloud Run takes 0.08-1 or {', '.join(map(str, WHOLE_CPUS))} CPUs ({fix})"
+            )
             return 1.0, max(needed, MIN_MEMORY_MB)
         cpus = float(whole)
     if cpus < 0.08 or cpus > 8:
         r.problem("cpus", f"={cpus:g}: Cloud Run takes 0.08 to 8 CPUs (pulumi config set cpus 1)")
         return 1.0, max(needed, MIN_MEMORY_MB)
     if cpus < 1 and round(cpus, 2) != cpus:
-        r.problem("cpus", f"={cpus:g}: below 1, Cloud Run takes steps of 0.01 (pulumi config set cpus {math.ceil(cpus * 100) / 100:g})")
+        r.problem(
+            "cpus",
+            f"={cpus:g}: below 1, Cloud Run takes steps of 0.01 (pulumi config set cpus {math.ceil(cpus * 100) / 100:g})",
+        )
     floor = min_memory_mb(cpus)
     memory = common.memory_mb if common.memory_explicit else sizing.round_up(max(needed, floor), 128)
     if memory > max_memory_mb(cpus):
         fitting = next((c for c in WHOLE_CPUS if max_memory_mb(c) >= memory), None)
         if explicit_cpu or fitting is None or not common.memory_explicit:
-            fix = (
-                f"pulumi config set cpus {fitting}" if fitting else "pulumi config set memoryMb 32768"
-            )
+            fix = f"pulumi config set cpus {fitting}" if fitting else "pulumi config set memoryMb 32768"
             r.problem(
                 "memoryMb",
                 f"={memory}: Cloud Run gives {cpus:g} CPU at most {max_memory_mb(cpus)} MB; {fix}"
@@ -163,7 +167,9 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
     cpus, memory = pick_size(r, common)
     scaling = common.scaling
     fractional = cpus < 1
-    concurrency = scaling.concurrency or (1 if fractional else DEFAULT_CONCURRENCY_PER_WORKER * common.workers)
+    concurrency = scaling.concurrency or (
+        1 if fractional else DEFAULT_CONCURRENCY_PER_WORKER * common.workers
+    )
     if fractional and concurrency != 1:
         r.problem(
             "concurrency",
@@ -201,7 +207,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
         )
     if not common.build_image:
         host = registry_host(common.image_name) or ""
-        if not (host.endswith("-docker.pkg.dev") or host.endswith("gcr.io") or host == "docker.io"):
+        if not (host.endswith(("-docker.pkg.dev", "gcr.io")) or host == "docker.io"):
             r.problem(
                 "imageName",
                 f"={common.image_name!r}: Cloud Run pulls from Artifact Registry (*-docker.pkg.dev), gcr.io or "
@@ -342,7 +348,9 @@ class CloudRunDeployment(pulumi.ComponentResource):
                 f"{name}-{slug}",
                 project=s.project,
                 secret_id=secret_id(s.service_name, env_name),
-                replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
+                replication=gcp.secretmanager.SecretReplicationArgs(
+                    auto=gcp.secretmanager.SecretReplicationAutoArgs()
+                ),
                 opts=after_apis,
             )
             version = gcp.secretmanager.SecretVersion(
@@ -376,7 +384,9 @@ class CloudRunDeployment(pulumi.ComponentResource):
             ingress="INGRESS_TRAFFIC_ALL",
             template=run.ServiceTemplateArgs(
                 service_account=account.email,
-                execution_environment="EXECUTION_ENVIRONMENT_GEN1" if s.fractional else "EXECUTION_ENVIRONMENT_GEN2",
+                execution_environment="EXECUTION_ENVIRONMENT_GEN1"
+                if s.fractional
+                else "EXECUTION_ENVIRONMENT_GEN2",
                 max_instance_request_concurrency=s.concurrency,
                 scaling=run.ServiceTemplateScalingArgs(
                     min_instance_count=s.min_instances,

@@ -85,7 +85,10 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
             "(for more instances use target kubernetes, or a platform target)",
         )
     refuse_scaling(
-        r, scaling, ("targetCpuPercent", "concurrency"), "a single Docker container has no autoscaler or router"
+        r,
+        scaling,
+        ("targetCpuPercent", "concurrency"),
+        "a single Docker container has no autoscaler or router",
     )
     return Settings(
         service_name=f"reranker-{common.stack}",

@@ -35,14 +35,17 @@ from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, refuse_scaling, registry_host
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
+from infra.targets._keys import DELETION_PROTECTION, PUBLIC
 
 NAME = "ecs"
 KEYS: tuple[Key, ...] = (
     Key("awsRegion", "AWS region of the ECS service (required for ecs)"),
-    Key("public", "cloudrun, ecs: reachable from the internet (Cloud Run: allUsers may invoke; ECS: a public load balancer)"),
-    Key("deletionProtection", "cloudrun, ecs: refuse `pulumi destroy` of the service (ECS: the load balancer, the registry)"),
+    PUBLIC,
+    DELETION_PROTECTION,
     Key("ecsVpcId", "VPC of the service (default: the region's default VPC)"),
-    Key("ecsSubnetIds", "Subnets of the load balancer and the tasks, at least two zones (default: the VPC's)"),
+    Key(
+        "ecsSubnetIds", "Subnets of the load balancer and the tasks, at least two zones (default: the VPC's)"
+    ),
     Key("ecsAssignPublicIp", "Give tasks public IPs (needed in public subnets without a NAT gateway)"),
     Key("ecsCertificateArn", "ACM certificate for an HTTPS listener (HTTP then redirects to HTTPS)"),
     Key("ecsLogRetentionDays", "CloudWatch log retention of the service's logs, in days"),
@@ -167,7 +170,9 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
             "requires two): pulumi config set --path 'ecsSubnetIds[1]' subnet-...",
         )
     if certificate_arn is not None and not certificate_arn.startswith("arn:aws"):
-        r.problem("ecsCertificateArn", f"={certificate_arn!r} is not an ACM certificate ARN (arn:aws:acm:...)")
+        r.problem(
+            "ecsCertificateArn", f"={certificate_arn!r} is not an ACM certificate ARN (arn:aws:acm:...)"
+        )
 
     size = pick_size(r, common)
     scaling = common.scaling
@@ -239,9 +244,7 @@ def container_definition(
         "user": spec.user,
         "portMappings": [{"containerPort": spec.port, "protocol": "tcp"}],
         "environment": [{"name": name, "value": value} for name, value in spec.env.items()],
-        "secrets": [
-            {"name": name, "valueFrom": f"{secret_arn}:{name}::"} for name in spec.secret_env
-        ],
+        "secrets": [{"name": name, "valueFrom": f"{secret_arn}:{name}::"} for name in spec.secret_env],
         "healthCheck": {
             "command": ["CMD-SHELL", health.command],
             "interval": health.interval_seconds,
@@ -255,7 +258,11 @@ def container_definition(
         "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
         "logConfiguration": {
             "logDriver": "awslogs",
-            "options": {"awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": "reranker"},
+            "options": {
+                "awslogs-group": log_group,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": "reranker",
+            },
         },
     }
     if credentials_arn:
@@ -287,12 +294,18 @@ def execution_policy(repository_arn: str | None, log_group_arn: str, secret_arns
             {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
             {
                 "Effect": "Allow",
-                "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+                "Action": [
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage",
+                ],
                 "Resource": repository_arn,
             },
         ]
     if secret_arns:
-        statements.append({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arns})
+        statements.append(
+            {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arns}
+        )
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
@@ -320,7 +333,9 @@ class EcsDeployment(pulumi.ComponentResource):
                 f"{name}-repository",
                 name=s.service_name,
                 image_tag_mutability="MUTABLE",
-                image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+                image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+                    scan_on_push=True
+                ),
                 force_delete=not s.deletion_protection,
                 opts=child,
             )
@@ -333,7 +348,11 @@ class EcsDeployment(pulumi.ComponentResource):
                             {
                                 "rulePriority": 1,
                                 "description": "keep the last 20 images",
-                                "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 20},
+                                "selection": {
+                                    "tagStatus": "any",
+                                    "countType": "imageCountMoreThan",
+                                    "countNumber": 20,
+                                },
                                 "action": {"type": "expire"},
                             }
                         ]
@@ -375,7 +394,9 @@ class EcsDeployment(pulumi.ComponentResource):
                 secret_string=pulumi.Output.json_dumps(
                     {env_name: value.as_output() for env_name, value in spec.secret_env.items()}
                 ),
-                opts=pulumi.ResourceOptions(parent=self, provider=provider, additional_secret_outputs=["secretString"]),
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=provider, additional_secret_outputs=["secretString"]
+                ),
             )
         credentials = None
         if not spec.image.build and spec.image.registry_username and spec.image.registry_password:
@@ -390,9 +411,14 @@ class EcsDeployment(pulumi.ComponentResource):
                 f"{name}-registry-credentials-value",
                 secret_id=credentials.id,
                 secret_string=pulumi.Output.json_dumps(
-                    {"username": spec.image.registry_username, "password": spec.image.registry_password.as_output()}
+                    {
+                        "username": spec.image.registry_username,
+                        "password": spec.image.registry_password.as_output(),
+                    }
                 ),
-                opts=pulumi.ResourceOptions(parent=self, provider=provider, additional_secret_outputs=["secretString"]),
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=provider, additional_secret_outputs=["secretString"]
+                ),
             )
 
         # ---- logs and roles
@@ -450,14 +476,19 @@ class EcsDeployment(pulumi.ComponentResource):
                     protocol="tcp",
                     from_port=port,
                     to_port=port,
-                    cidr_blocks=["0.0.0.0/0"] if s.public else ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+                    cidr_blocks=["0.0.0.0/0"]
+                    if s.public
+                    else ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
                     description="clients",
                 )
                 for port in listener_ports
             ],
             egress=[
                 aws.ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=spec.port, to_port=spec.port, cidr_blocks=["0.0.0.0/0"],
+                    protocol="tcp",
+                    from_port=spec.port,
+                    to_port=spec.port,
+                    cidr_blocks=["0.0.0.0/0"],
                     description="the tasks",
                 )
             ],
@@ -469,14 +500,21 @@ class EcsDeployment(pulumi.ComponentResource):
             vpc_id=vpc_id,
             ingress=[
                 aws.ec2.SecurityGroupIngressArgs(
-                    protocol="tcp", from_port=spec.port, to_port=spec.port, security_groups=[lb_group.id],
+                    protocol="tcp",
+                    from_port=spec.port,
+                    to_port=spec.port,
+                    security_groups=[lb_group.id],
                     description="the load balancer",
                 )
             ],
             # The image pull (ECR), the secrets (Secrets Manager) and the logs (CloudWatch) go over HTTPS.
             egress=[
                 aws.ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=443, to_port=443, cidr_blocks=["0.0.0.0/0"], description="AWS APIs"
+                    protocol="tcp",
+                    from_port=443,
+                    to_port=443,
+                    cidr_blocks=["0.0.0.0/0"],
+                    description="AWS APIs",
                 )
             ],
             opts=child,
@@ -546,8 +584,12 @@ class EcsDeployment(pulumi.ComponentResource):
         else:
             listeners.append(
                 aws.lb.Listener(
-                    f"{name}-http", load_balancer_arn=balancer.arn, port=80, protocol="HTTP",
-                    default_actions=forward, opts=child,
+                    f"{name}-http",
+                    load_balancer_arn=balancer.arn,
+                    port=80,
+                    protocol="HTTP",
+                    default_actions=forward,
+                    opts=child,
                 )
             )
 
@@ -591,7 +633,9 @@ class EcsDeployment(pulumi.ComponentResource):
             launch_type="FARGATE",
             desired_count=s.min_instances,
             health_check_grace_period_seconds=health.start_period_seconds,
-            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
+            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
+                enable=True, rollback=True
+            ),
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(

@@ -16,7 +16,15 @@ import pulumi
 import pulumi_render as render
 
 from infra import sizing
-from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, check_registry_image, check_size, refuse_scaling
+from infra.config import (
+    HEALTH_PATH,
+    Key,
+    StackConfig,
+    _Reader,
+    check_registry_image,
+    check_size,
+    refuse_scaling,
+)
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
 
@@ -121,7 +129,10 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
             "=0: Render cannot scale a web service to zero; pulumi config set minInstances 1",
         )
     refuse_scaling(
-        r, scaling, ("concurrency",), "Render routes requests to instances without a per-instance concurrency limit"
+        r,
+        scaling,
+        ("concurrency",),
+        "Render routes requests to instances without a per-instance concurrency limit",
     )
     limit = MAX_SHUTDOWN_DELAY_SECONDS - STOP_MARGIN_SECONDS
     if common.shutdown_grace_seconds > limit:

@@ -28,7 +28,12 @@ def prod(**set_):
 def test_each_flavour_has_a_footprint_and_a_build_target():
     assert sizing.FLAVOURS == ("torch", "onnx")
     torch, onnx = sizing.footprint("torch"), sizing.footprint("onnx")
-    assert (torch.worker_mb, torch.headroom_mb, torch.build_target, torch.measured) == (550, 150, "runtime", True)
+    assert (torch.worker_mb, torch.headroom_mb, torch.build_target, torch.measured) == (
+        550,
+        150,
+        "runtime",
+        True,
+    )
     assert onnx.build_target == "runtime-onnx" and onnx.measured is False  # provisional until measured
     assert sizing.required_memory_mb(1, "onnx") <= render.PLANS_BY_NAME["starter"].memory_mb
     assert sizing.required_memory_mb(1, "torch") > render.PLANS_BY_NAME["starter"].memory_mb
@@ -49,7 +54,8 @@ def test_the_slim_flavour_with_one_worker_runs_on_render_starter():
 
 
 @pytest.mark.parametrize(
-    ("flavour", "workers", "plan"), [("torch", 1, "standard"), ("onnx", 1, "starter"), ("onnx", 2, "standard")]
+    ("flavour", "workers", "plan"),
+    [("torch", 1, "standard"), ("onnx", 1, "starter"), ("onnx", 2, "standard")],
 )
 def test_the_render_plan_follows_the_flavours_footprint(flavour, workers, plan):
     raw = config.raw_from_stack_file("prod")
@@ -90,7 +96,12 @@ def test_the_onnx_flavour_builds_its_dockerfile_stage(tmp_path):
 def test_access_settings_reach_the_container_and_the_jwt_keys_only_as_secrets():
     run = harness.run_stack(
         "dev",
-        set={"jwtAudience": "reranker-api", "metricsPublic": "true", "allowAnonymous": "false", "shutdownGraceSeconds": "20"},
+        set={
+            "jwtAudience": "reranker-api",
+            "metricsPublic": "true",
+            "allowAnonymous": "false",
+            "shutdownGraceSeconds": "20",
+        },
         secrets={k: FAKE_SECRETS[k] for k in ("apiKeys", "supabaseJwtSecret", "supabaseJwtPublicKey")},
     )
 
@@ -125,7 +136,9 @@ def test_the_docker_container_drops_every_capability_and_caps_processes():
 
 @pulumi.runtime.test
 def test_production_with_allow_anonymous_deploys_without_credentials():
-    run = harness.run_stack("dev", set={"environment": "production", "allowAnonymous": "true", "requiredSecrets": "[]"})
+    run = harness.run_stack(
+        "dev", set={"environment": "production", "allowAnonymous": "true", "requiredSecrets": "[]"}
+    )
 
     def check(_):
         env = env_of(run.one(CONTAINER))
@@ -169,15 +182,19 @@ CASES = {
     "production without any authentication": (
         "dev",
         {"set": {"environment": "production", "requiredSecrets": "[]"}},
-        ["reranker:apiKeys is not set, nor supabaseJwtSecret or supabaseJwtPublicKey: environment=production "
-         "refuses to deploy a service anyone can call; pulumi config set --secret apiKeys <key1>,<key2>",
-         "pulumi config set allowAnonymous true"],
+        [
+            "reranker:apiKeys is not set, nor supabaseJwtSecret or supabaseJwtPublicKey: environment=production "
+            "refuses to deploy a service anyone can call; pulumi config set --secret apiKeys <key1>,<key2>",
+            "pulumi config set allowAnonymous true",
+        ],
     ),
     "API keys in plain text": (
         "dev",
         {"set": {"apiKeys": "key-in-the-clear"}},
-        ["reranker:apiKeys is stored in plain text in Pulumi.dev.yaml; store it encrypted: "
-         "pulumi config set --secret apiKeys <value>"],
+        [
+            "reranker:apiKeys is stored in plain text in Pulumi.dev.yaml; store it encrypted: "
+            "pulumi config set --secret apiKeys <value>"
+        ],
     ),
     "the JWT public key in plain text": (
         "dev",
@@ -207,7 +224,9 @@ CASES = {
     "more than one docker container": (
         "dev",
         {"set": {"minInstances": "2"}},
-        ["reranker:minInstances cannot be honoured: the docker target runs exactly one container on one engine"],
+        [
+            "reranker:minInstances cannot be honoured: the docker target runs exactly one container on one engine"
+        ],
     ),
     "a concurrency docker cannot route by": (
         "dev",
@@ -217,44 +236,73 @@ CASES = {
     "a concurrency Render cannot route by": (
         "prod",
         prod(concurrency="4"),
-        ["reranker:concurrency cannot be honoured: Render routes requests to instances without a per-instance"],
+        [
+            "reranker:concurrency cannot be honoured: Render routes requests to instances without a per-instance"
+        ],
     ),
-    "Render scaled to zero": ("prod", prod(minInstances="0"), ["reranker:minInstances=0: Render cannot scale a web service to zero"]),
+    "Render scaled to zero": (
+        "prod",
+        prod(minInstances="0"),
+        ["reranker:minInstances=0: Render cannot scale a web service to zero"],
+    ),
     "a shutdown grace past Render's limit": (
         "prod",
         prod(shutdownGraceSeconds="400"),
-        ["reranker:shutdownGraceSeconds=400: Render waits at most 300 s after SIGTERM",
-         "pulumi config set shutdownGraceSeconds 295"],
+        [
+            "reranker:shutdownGraceSeconds=400: Render waits at most 300 s after SIGTERM",
+            "pulumi config set shutdownGraceSeconds 295",
+        ],
     ),
     "torch on Render starter": (
         "prod",
         prod(renderPlan="starter", memoryMb=""),
-        ["reranker:renderPlan=starter (512 MB) cannot hold 1 worker(s) x 550 MB + 150 MB headroom = 700 MB; "
-         "use standard (pulumi config set renderPlan standard)"],
+        [
+            "reranker:renderPlan=starter (512 MB) cannot hold 1 worker(s) x 550 MB + 150 MB headroom = 700 MB; "
+            "use standard (pulumi config set renderPlan standard)"
+        ],
     ),
     "too little memory for torch, enough for onnx": (
         "dev",
         {"set": {"memoryMb": "600"}},
-        ["reranker:memoryMb=600 is too small for 1 worker x 550 MB + 150 MB headroom; set memoryMb >= 700",
-         "(the onnx image flavour fits: pulumi config set imageFlavour onnx)"],
+        [
+            "reranker:memoryMb=600 is too small for 1 worker x 550 MB + 150 MB headroom; set memoryMb >= 700",
+            "(the onnx image flavour fits: pulumi config set imageFlavour onnx)",
+        ],
     ),
     "too little memory for onnx": (
         "dev",
-        {"set": {"memoryMb": "400", "imageFlavour": "onnx", "buildImage": "false", "imageName": "ghcr.io/a/r:1"}},
+        {
+            "set": {
+                "memoryMb": "400",
+                "imageFlavour": "onnx",
+                "buildImage": "false",
+                "imageName": "ghcr.io/a/r:1",
+            }
+        },
         ["reranker:memoryMb=400 is too small for 1 worker x 300 MB + 150 MB headroom; set memoryMb >= 450"],
     ),
     "a flavour the Dockerfile cannot build": (
         "dev",
         {"set": {"imageFlavour": "onnx"}},
-        ["reranker:imageFlavour=onnx builds the Dockerfile stage 'runtime-onnx', which Dockerfile does not define"],
+        [
+            "reranker:imageFlavour=onnx builds the Dockerfile stage 'runtime-onnx', which Dockerfile does not define"
+        ],
     ),
-    "an unknown flavour": ("dev", {"set": {"imageFlavour": "tensorrt"}}, ["reranker:imageFlavour='tensorrt' is not one of: torch, onnx"]),
+    "an unknown flavour": (
+        "dev",
+        {"set": {"imageFlavour": "tensorrt"}},
+        ["reranker:imageFlavour='tensorrt' is not one of: torch, onnx"],
+    ),
     "a retired key": (
         "dev",
         {"set": {"renderInstances": "2"}},
         ["reranker:renderInstances was retired; use minInstances (and maxInstances for autoscaling)"],
     ),
-    "an unknown target": ("dev", {"set": {"target": "heroku"}}, ["reranker:target='heroku' is not one of: cloudrun, docker, ecs, render"]),
+    "an unknown target": (
+        "dev",
+        {"set": {"target": "heroku"}},
+        ["reranker:target='heroku' is not one of: cloudrun, docker, ecs, render"],
+    ),
 }
 
 
@@ -271,5 +319,10 @@ def test_settings_a_target_cannot_honour_are_refused(case):
 def test_shared_and_target_problems_are_reported_together():
     message = refused("prod", **prod(memoryMb="300", renderRegion="mars", concurrency="2", logLevel="loud"))
     assert message.startswith("4 problem(s) in Pulumi.prod.yaml:")
-    for fragment in ("reranker:memoryMb=300", "reranker:renderRegion='mars'", "reranker:concurrency", "reranker:logLevel"):
+    for fragment in (
+        "reranker:memoryMb=300",
+        "reranker:renderRegion='mars'",
+        "reranker:concurrency",
+        "reranker:logLevel",
+    ):
         assert fragment in message

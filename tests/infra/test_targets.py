@@ -25,9 +25,9 @@ def stack_for(target: str) -> str:
     """The real or example stack whose target is `target` (each target ships one)."""
     for path in [*sorted(ROOT.glob("Pulumi.*.yaml")), *sorted(harness.EXAMPLES.glob("Pulumi.*.yaml"))]:
         document = yaml.safe_load(path.read_text()) or {}
-        if (document.get("config") or {}).get(f"{config.PROJECT}:target", targets.DEFAULT_TARGET) == target:
-            if path.name != "Pulumi.yaml":
-                return path.name[len("Pulumi.") : -len(".yaml")]
+        declared = (document.get("config") or {}).get(f"{config.PROJECT}:target", targets.DEFAULT_TARGET)
+        if declared == target and path.name != "Pulumi.yaml":
+            return path.name[len("Pulumi.") : -len(".yaml")]
     raise AssertionError(f"target {target} has no stack file (add infra/examples/Pulumi.{target}.yaml)")
 
 
@@ -59,7 +59,7 @@ def test_keys_several_targets_declare_mean_the_same_everywhere():
 @pytest.mark.parametrize("module", ["program.py", "config.py", "spec.py", "sizing.py"])
 def test_the_shared_code_names_no_platform(module):
     source = (ROOT / "infra" / module).read_text()
-    code = re.sub(r'""".*?"""|#[^\n]*', "", source, flags=re.S)  # docstrings and comments may
+    code = re.sub(r'""".*?"""|#[^\n]*', "", source, flags=re.DOTALL)  # docstrings and comments may
     for name in NAMES:
         if name == targets.DEFAULT_TARGET and module != "program.py":
             continue  # "docker" is also the engine's name (Dockerfile, docker.io)
@@ -119,7 +119,13 @@ def _env_render(r):
     from infra.targets.render import PLANS_BY_NAME
 
     details = s.inputs["serviceDetails"]
-    return names, secret, details["healthCheckPath"], int(env["PORT"]), PLANS_BY_NAME[details["plan"]].memory_mb
+    return (
+        names,
+        secret,
+        details["healthCheckPath"],
+        int(env["PORT"]),
+        PLANS_BY_NAME[details["plan"]].memory_mb,
+    )
 
 
 def _env_cloudrun(r):
@@ -139,7 +145,13 @@ def _env_ecs(r):
     secret = {e["name"] for e in c["secrets"]}
     (group,) = r.of_type("aws:lb/targetGroup:TargetGroup")
     assert group.inputs["port"] == c["portMappings"][0]["containerPort"]
-    return names, secret, group.inputs["healthCheck"]["path"], c["portMappings"][0]["containerPort"], int(task.inputs["memory"])
+    return (
+        names,
+        secret,
+        group.inputs["healthCheck"]["path"],
+        c["portMappings"][0]["containerPort"],
+        int(task.inputs["memory"]),
+    )
 
 
 # How to read the rendered container contract out of each target's resources. A new target joins the
@@ -162,11 +174,18 @@ def test_one_stack_renders_the_same_container_contract_on_every_target(name):
     values, _ = harness.stack_values(stack)
     # Keys of the stack's own that the shared settings replace (its scaling block, its sizing).
     drop = tuple(k for k in values if k in {"renderPlan"})
-    r = harness.run_stack(stack, set={**SHARED, **REQUIRED.get(name, {})}, secrets=SHARED_SECRETS, remove=drop)
+    r = harness.run_stack(
+        stack, set={**SHARED, **REQUIRED.get(name, {})}, secrets=SHARED_SECRETS, remove=drop
+    )
     cfg = config.parse(
         config.RawConfig(
             stack,
-            {**{k: v for k, v in values.items() if k not in drop}, **SHARED, **REQUIRED.get(name, {}), **SHARED_SECRETS},
+            {
+                **{k: v for k, v in values.items() if k not in drop},
+                **SHARED,
+                **REQUIRED.get(name, {}),
+                **SHARED_SECRETS,
+            },
             frozenset(SHARED_SECRETS),
             "test",
         )
@@ -184,11 +203,39 @@ def test_one_stack_renders_the_same_container_contract_on_every_target(name):
         assert memory == 4096, f"{name}: memory {memory} MB, the spec asks for {spec.memory_mb}"
         context, dockerfile, stage, args = _build_of(r)
         assert (context, dockerfile, stage) == (ROOT, ROOT / "Dockerfile", "runtime")
+        assert not args  # the stack sets no build arguments: no target adds its own
         assert outputs["healthUrl"] == outputs["url"] + "/api/health/"
         assert outputs["memoryMb"] == 4096 and outputs["workers"] == 2 and outputs["target"] == name
         assert sorted(outputs["envNames"]) == spec.env_names
-        assert {"RERANK_JWT_AUDIENCE", "RERANK_METRICS_PUBLIC", "RERANK_SHUTDOWN_GRACE_S", "RERANK_MAX_DOCUMENTS"} <= set(
-            spec.env_names
-        )
+        assert {
+            "RERANK_JWT_AUDIENCE",
+            "RERANK_METRICS_PUBLIC",
+            "RERANK_SHUTDOWN_GRACE_S",
+            "RERANK_MAX_DOCUMENTS",
+        } <= set(spec.env_names)
+
+    return r.settled(check)
+
+
+@pytest.mark.parametrize("path", sorted(harness.EXAMPLES.glob("Pulumi.*.yaml")), ids=lambda p: p.name)
+def test_example_stacks_use_only_their_targets_settings(path):
+    cfg = config.load_stack_file(path.name[len("Pulumi.") : -len(".yaml")], path, deploy=False)
+    assert cfg.target in NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pulumi.runtime.test
+def test_preview_declares_every_target_with_unknown_values(name):
+    """`pulumi preview` (a dry run: ids, digests and URLs unknown) declares each target without errors."""
+    stack = stack_for(name)
+    overrides = {"set": {**SHARED, **REQUIRED.get(name, {})}, "secrets": SHARED_SECRETS}
+    mocks = harness.configure(stack, preview=True, **overrides)
+    from infra import program
+
+    r = harness.Run(program.run(), mocks)
+
+    def check(_):
+        assert len(r.mocks.created) >= 2, r.types()
+        assert any(t.startswith("reranker:targets:") for t in r.types()), r.types()
 
     return r.settled(check)
