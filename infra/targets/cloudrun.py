@@ -26,6 +26,7 @@ from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, refuse_scaling, registry_host
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
+from infra.targets._base import Deployment
 from infra.targets._keys import DELETION_PROTECTION, PUBLIC
 
 NAME = "cloudrun"
@@ -266,13 +267,8 @@ def secret_id(service_name: str, env_name: str) -> str:
     return f"{service_name}-{env_name.lower().replace('_', '-')}"
 
 
-class CloudRunDeployment(pulumi.ComponentResource):
+class CloudRunDeployment(Deployment):
     """The reranker as a Cloud Run service."""
-
-    url: pulumi.Output[str]
-    health_url: pulumi.Output[str]
-    image_name: pulumi.Output[str]
-    image_digest: pulumi.Output[str]
 
     def __init__(
         self, name: str, cfg: StackConfig, spec: DeploymentSpec, opts: pulumi.ResourceOptions | None = None
@@ -438,22 +434,15 @@ class CloudRunDeployment(pulumi.ComponentResource):
                 opts=child,
             )
             ready.append(invoker.id)  # the URL answers the public only once the binding exists
-        self.url = pulumi.Output.all(*ready).apply(lambda v: v[0].rstrip("/") if v[0] else v[0])
-        self.health_url = self.url.apply(lambda url: f"{url}{HEALTH_PATH}" if url else None)
-        self.extra_outputs: dict[str, Any] = {
-            "cloudrunCpu": s.cpus,
-            "cloudrunMemoryMb": s.memory_mb,
-            "cloudrunConcurrency": s.concurrency,
-            "listPriceUsdPerMonthPerInstance": s.usd_per_month,
-            "public": s.public,
-        }
-        self.register_outputs(
+        self.finish(
+            pulumi.Output.all(*ready).apply(lambda v: v[0]),
             {
-                "url": self.url,
-                "healthUrl": self.health_url,
-                "imageName": self.image_name,
-                "imageDigest": self.image_digest,
-            }
+                "cloudrunCpu": s.cpus,
+                "cloudrunMemoryMb": s.memory_mb,
+                "cloudrunConcurrency": s.concurrency,
+                "listPriceUsdPerMonthPerInstance": s.usd_per_month,
+                "public": s.public,
+            },
         )
 
 

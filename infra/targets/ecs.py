@@ -35,6 +35,7 @@ from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, refuse_scaling, registry_host
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
+from infra.targets._base import Deployment
 from infra.targets._keys import DELETION_PROTECTION, PUBLIC
 
 NAME = "ecs"
@@ -309,13 +310,8 @@ def execution_policy(repository_arn: str | None, log_group_arn: str, secret_arns
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
-class EcsDeployment(pulumi.ComponentResource):
+class EcsDeployment(Deployment):
     """The reranker as an ECS Fargate service behind an Application Load Balancer."""
-
-    url: pulumi.Output[str]
-    health_url: pulumi.Output[str]
-    image_name: pulumi.Output[str]
-    image_digest: pulumi.Output[str]
 
     def __init__(
         self, name: str, cfg: StackConfig, spec: DeploymentSpec, opts: pulumi.ResourceOptions | None = None
@@ -381,44 +377,24 @@ class EcsDeployment(pulumi.ComponentResource):
         # ---- secrets
         secret = None
         if spec.secret_env:
-            secret = aws.secretsmanager.Secret(
+            secret = self._json_secret(
                 f"{name}-secrets",
-                name_prefix=f"{s.service_name}-",
-                description=f"Secret environment variables of {s.service_name} (JSON, one key per variable)",
-                recovery_window_in_days=7,
-                opts=child,
-            )
-            aws.secretsmanager.SecretVersion(
-                f"{name}-secrets-value",
-                secret_id=secret.id,
-                secret_string=pulumi.Output.json_dumps(
-                    {env_name: value.as_output() for env_name, value in spec.secret_env.items()}
-                ),
-                opts=pulumi.ResourceOptions(
-                    parent=self, provider=provider, additional_secret_outputs=["secretString"]
-                ),
+                f"{s.service_name}-",
+                f"Secret environment variables of {s.service_name} (JSON, one key per variable)",
+                {env_name: value.as_output() for env_name, value in spec.secret_env.items()},
+                provider,
             )
         credentials = None
         if not spec.image.build and spec.image.registry_username and spec.image.registry_password:
-            credentials = aws.secretsmanager.Secret(
+            credentials = self._json_secret(
                 f"{name}-registry-credentials",
-                name_prefix=f"{s.service_name}-registry-",
-                description=f"Registry login ECS pulls {spec.image.name} with",
-                recovery_window_in_days=7,
-                opts=child,
-            )
-            aws.secretsmanager.SecretVersion(
-                f"{name}-registry-credentials-value",
-                secret_id=credentials.id,
-                secret_string=pulumi.Output.json_dumps(
-                    {
-                        "username": spec.image.registry_username,
-                        "password": spec.image.registry_password.as_output(),
-                    }
-                ),
-                opts=pulumi.ResourceOptions(
-                    parent=self, provider=provider, additional_secret_outputs=["secretString"]
-                ),
+                f"{s.service_name}-registry-",
+                f"Registry login ECS pulls {spec.image.name} with",
+                {
+                    "username": spec.image.registry_username,
+                    "password": spec.image.registry_password.as_output(),
+                },
+                provider,
             )
 
         # ---- logs and roles
@@ -685,22 +661,36 @@ class EcsDeployment(pulumi.ComponentResource):
             ready.append(policy.id)  # deployed means: serving, and scaling
 
         scheme = "https" if https else "http"
-        self.url = pulumi.Output.all(*ready).apply(lambda v: f"{scheme}://{v[0]}")
-        self.health_url = self.url.apply(lambda url: f"{url}{HEALTH_PATH}")
-        self.extra_outputs: dict[str, Any] = {
-            "ecsCpu": s.size.cpus,
-            "ecsMemoryMb": s.size.memory_mb,
-            "listPriceUsdPerMonthPerInstance": s.size.usd_per_month,
-            "public": s.public,
-        }
-        self.register_outputs(
+        self.finish(
+            pulumi.Output.all(*ready).apply(lambda v: f"{scheme}://{v[0]}"),
             {
-                "url": self.url,
-                "healthUrl": self.health_url,
-                "imageName": self.image_name,
-                "imageDigest": self.image_digest,
-            }
+                "ecsCpu": s.size.cpus,
+                "ecsMemoryMb": s.size.memory_mb,
+                "listPriceUsdPerMonthPerInstance": s.size.usd_per_month,
+                "public": s.public,
+            },
         )
+
+    def _json_secret(
+        self, name: str, prefix: str, description: str, values: dict[str, Any], provider: aws.Provider
+    ) -> aws.secretsmanager.Secret:
+        """A Secrets Manager secret holding `values` as JSON (the value stays a Pulumi secret)."""
+        secret = aws.secretsmanager.Secret(
+            name,
+            name_prefix=prefix,
+            description=description,
+            recovery_window_in_days=7,
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-value",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.secret(pulumi.Output.json_dumps(values)),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=provider, additional_secret_outputs=["secretString"]
+            ),
+        )
+        return secret
 
 
 def deploy(name: str, cfg: StackConfig, spec: DeploymentSpec) -> EcsDeployment:
