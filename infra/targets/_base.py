@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pulumi
@@ -33,3 +34,12 @@ class Deployment(pulumi.ComponentResource):
                 "imageDigest": self.image_digest,
             }
         )
+
+
+def dns_label(text: str, max_length: int = 63) -> str:
+    """`text` as a lower-case DNS label (letters, digits, hyphens; starts with a letter): the form Cloud Run
+    service names, service account ids and ECR repository names take. Stack names may hold more."""
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    if not label or not label[0].isalpha():
+        label = f"r-{label}"
+    return label[:max_length].rstrip("-")

@@ -26,7 +26,7 @@ from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, refuse_scaling, registry_host
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
-from infra.targets._base import Deployment
+from infra.targets._base import Deployment, dns_label
 from infra.targets._keys import DELETION_PROTECTION, PUBLIC
 
 NAME = "cloudrun"
@@ -216,7 +216,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
                 "to Artifact Registry",
             )
     return Settings(
-        service_name=f"reranker-{common.stack}",
+        service_name=dns_label(f"reranker-{common.stack}", 49),
         project=project or "",
         region=region,
         repository=repository,
@@ -331,7 +331,7 @@ class CloudRunDeployment(Deployment):
         account = gcp.serviceaccount.Account(
             f"{name}-runtime",
             project=s.project,
-            account_id=f"{s.service_name}-run"[:30],
+            account_id=dns_label(f"{s.service_name[:26]}-run", 30),
             display_name=f"Cloud Run runtime of {s.service_name} (reads its own secrets, nothing else)",
             opts=after_apis,
         )

@@ -35,7 +35,7 @@ from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, refuse_scaling, registry_host
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
-from infra.targets._base import Deployment
+from infra.targets._base import Deployment, dns_label
 from infra.targets._keys import DELETION_PROTECTION, PUBLIC
 
 NAME = "ecs"
@@ -211,7 +211,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
             "let the stack build and push it to ECR (pulumi config set buildImage true) or use a registry path",
         )
     return Settings(
-        service_name=f"reranker-{common.stack}",
+        service_name=dns_label(f"reranker-{common.stack}", 100),
         region=region or "",
         public=public,
         deletion_protection=deletion_protection,

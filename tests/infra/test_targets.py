@@ -239,3 +239,11 @@ def test_preview_declares_every_target_with_unknown_values(name):
         assert any(t.startswith("reranker:targets:") for t in r.types()), r.types()
 
     return r.settled(check)
+
+
+def test_platform_names_are_valid_dns_labels_whatever_the_stack_is_called():
+    from infra.targets._base import dns_label
+
+    assert dns_label("reranker-Team_A.prod") == "reranker-team-a-prod"
+    assert dns_label("reranker-" + "x" * 80, 49) == "reranker-" + "x" * 40
+    assert dns_label("2024") == "r-2024"
