@@ -97,7 +97,12 @@ GUIDE_KEYS: tuple[Key, ...] = (
     Key("supabaseAnonKey", "Supabase anon (public) API key", secret=True, env="SUPABASE_ANON_KEY"),
     Key("supabaseServiceRoleKey", "Supabase service-role key", secret=True, env="SUPABASE_SERVICE_ROLE_KEY"),
     # Both JWT settings let the service accept Supabase tokens (issue 10): secret env vars on every target.
-    Key("supabaseJwtPublicKey", "Supabase JWT public key (PEM or JWK)", secret=True, env="SUPABASE_JWT_PUBLIC_KEY"),
+    Key(
+        "supabaseJwtPublicKey",
+        "Supabase JWT public key (PEM or JWK)",
+        secret=True,
+        env="SUPABASE_JWT_PUBLIC_KEY",
+    ),
     Key("supabaseJwtSecret", "Supabase JWT secret (HS256)", secret=True, env="SUPABASE_JWT_SECRET"),
 )
 PROD_REQUIRED_SECRETS = ("llmApiKey", "supabaseAnonKey", "supabaseServiceRoleKey", "supabaseJwtSecret")
@@ -123,10 +128,27 @@ COMMON_KEYS: tuple[Key, ...] = (
     Key("logLevel", "`debug`, `info`, `warning` or `error`", env="LOG_LEVEL"),
     Key("readOnlyRootFilesystem", "Run the container with a read-only root filesystem and a scratch /tmp"),
     Key("startPeriodSeconds", "Health-check grace period for model loading and warm-up"),
-    Key("shutdownGraceSeconds", "Graceful-shutdown window; also each platform's stop grace", env="RERANK_SHUTDOWN_GRACE_S"),
-    Key("apiKeys", "API keys the service accepts as `Authorization: Bearer <key>` (comma separated)", secret=True, env="RERANK_API_KEYS"),
-    Key("jwtAudience", "Audience a Supabase JWT must carry (service default `authenticated`)", env="RERANK_JWT_AUDIENCE"),
-    Key("allowAnonymous", "Let production run without authentication (private networks only)", env="RERANK_ALLOW_ANONYMOUS"),
+    Key(
+        "shutdownGraceSeconds",
+        "Graceful-shutdown window; also each platform's stop grace",
+        env="RERANK_SHUTDOWN_GRACE_S",
+    ),
+    Key(
+        "apiKeys",
+        "API keys the service accepts as `Authorization: Bearer <key>` (comma separated)",
+        secret=True,
+        env="RERANK_API_KEYS",
+    ),
+    Key(
+        "jwtAudience",
+        "Audience a Supabase JWT must carry (service default `authenticated`)",
+        env="RERANK_JWT_AUDIENCE",
+    ),
+    Key(
+        "allowAnonymous",
+        "Let production run without authentication (private networks only)",
+        env="RERANK_ALLOW_ANONYMOUS",
+    ),
     Key("metricsPublic", "Serve /metrics without an API key", env="RERANK_METRICS_PUBLIC"),
     Key("imageName", "Image reference; a registry path where the platform pulls it"),
     Key("buildImage", "Build the image from the Dockerfile (`false`: deploy imageName as is)"),
@@ -520,11 +542,13 @@ def parse(raw: RawConfig, *, deploy: bool = True) -> StackConfig:
     _check_registry(r, registry_username, r.has("registryPassword"))
     if build_image:
         if deploy:
-            _check_dockerfile(r, dockerfile, image_build_args, sizing.footprint(flavour).build_target, flavour)
+            _check_dockerfile(
+                r, dockerfile, image_build_args, sizing.footprint(flavour).build_target, flavour
+            )
     elif image_build_args:
         r.problem("imageBuildArgs", "is set but buildImage=false, so nothing is built; remove one of them")
 
-    auth_plain, auth_secret = _read_auth(r, environment, deploy)
+    auth_plain, auth_secret = _read_auth(r, environment, deploy, required_secrets)
     guide_plain, guide_secret = _read_guide_keys(r)
     secret_env = {**auth_secret, **guide_secret}
     if secret_env_raw is not None:
@@ -620,7 +644,7 @@ def _check_unknown_keys(r: _Reader, target: str) -> None:
         r.problem(
             key,
             f"is not a setting of this project; {hint}remove it with: pulumi config rm {key} "
-            "(settings: the \"Stack settings\" table in README.md)",
+            '(settings: the "Stack settings" table in README.md)',
         )
 
 
@@ -717,7 +741,9 @@ def _check_memory(r: _Reader, memory_mb: int, workers: int, flavour: str) -> Non
     )
 
 
-def _read_auth(r: _Reader, environment: str, deploy: bool) -> tuple[dict[str, str], dict[str, Secret]]:
+def _read_auth(
+    r: _Reader, environment: str, deploy: bool, required: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, Secret]]:
     """Issue 10's settings: API keys and the JWT audience, anonymous access, public metrics."""
     plain: dict[str, str] = {}
     secret: dict[str, Secret] = {}
@@ -737,7 +763,14 @@ def _read_auth(r: _Reader, environment: str, deploy: bool) -> tuple[dict[str, st
     if r.has("metricsPublic"):
         plain["RERANK_METRICS_PUBLIC"] = str(metrics_public).lower()
     authenticated = any(r.has(key) for key in AUTH_KEYS)
-    if environment == "production" and deploy and not authenticated and not allow_anonymous:
+    required_auth = any(key in required for key in AUTH_KEYS)  # then its own "required" problem says it
+    if (
+        environment == "production"
+        and deploy
+        and not authenticated
+        and not allow_anonymous
+        and not required_auth
+    ):
         r.problem(
             "apiKeys",
             "is not set, nor supabaseJwtSecret or supabaseJwtPublicKey: environment=production refuses to "

@@ -26,14 +26,16 @@ from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, refuse_scaling, registry_host
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
+from infra.targets._base import Deployment, dns_label
+from infra.targets._keys import DELETION_PROTECTION, PUBLIC
 
 NAME = "cloudrun"
 KEYS: tuple[Key, ...] = (
     Key("gcpProject", "Google Cloud project id (required for cloudrun)"),
     Key("gcpRegion", "Cloud Run / Artifact Registry region"),
     Key("artifactRepository", "Artifact Registry repository the image is pushed to (created)"),
-    Key("public", "cloudrun, ecs: reachable from the internet (Cloud Run: allUsers may invoke; ECS: a public load balancer)"),
-    Key("deletionProtection", "cloudrun, ecs: refuse `pulumi destroy` of the service (ECS: the load balancer, the registry)"),
+    PUBLIC,
+    DELETION_PROTECTION,
     Key("enableApis", "Enable the Cloud Run, Artifact Registry and Secret Manager APIs in the project"),
 )
 
@@ -119,22 +121,25 @@ def pick_size(r: _Reader, common: StackConfig) -> tuple[float, int]:
         whole = next((c for c in WHOLE_CPUS if c >= cpus), None)
         if explicit_cpu or whole is None:
             fix = f"pulumi config set cpus {whole}" if whole else "pulumi config set cpus 8"
-            r.problem("cpus", f"={cpus:g}: Cloud Run takes 0.08-1 or {', '.join(map(str, WHOLE_CPUS))} CPUs ({fix})")
+            r.problem(
+                "cpus", f"={cpus:g}: Cloud Run takes 0.08-1 or {', '.join(map(str, WHOLE_CPUS))} CPUs ({fix})"
+            )
             return 1.0, max(needed, MIN_MEMORY_MB)
         cpus = float(whole)
     if cpus < 0.08 or cpus > 8:
         r.problem("cpus", f"={cpus:g}: Cloud Run takes 0.08 to 8 CPUs (pulumi config set cpus 1)")
         return 1.0, max(needed, MIN_MEMORY_MB)
     if cpus < 1 and round(cpus, 2) != cpus:
-        r.problem("cpus", f"={cpus:g}: below 1, Cloud Run takes steps of 0.01 (pulumi config set cpus {math.ceil(cpus * 100) / 100:g})")
+        r.problem(
+            "cpus",
+            f"={cpus:g}: below 1, Cloud Run takes steps of 0.01 (pulumi config set cpus {math.ceil(cpus * 100) / 100:g})",
+        )
     floor = min_memory_mb(cpus)
     memory = common.memory_mb if common.memory_explicit else sizing.round_up(max(needed, floor), 128)
     if memory > max_memory_mb(cpus):
         fitting = next((c for c in WHOLE_CPUS if max_memory_mb(c) >= memory), None)
         if explicit_cpu or fitting is None or not common.memory_explicit:
-            fix = (
-                f"pulumi config set cpus {fitting}" if fitting else "pulumi config set memoryMb 32768"
-            )
+            fix = f"pulumi config set cpus {fitting}" if fitting else "pulumi config set memoryMb 32768"
             r.problem(
                 "memoryMb",
                 f"={memory}: Cloud Run gives {cpus:g} CPU at most {max_memory_mb(cpus)} MB; {fix}"
@@ -163,7 +168,9 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
     cpus, memory = pick_size(r, common)
     scaling = common.scaling
     fractional = cpus < 1
-    concurrency = scaling.concurrency or (1 if fractional else DEFAULT_CONCURRENCY_PER_WORKER * common.workers)
+    concurrency = scaling.concurrency or (
+        1 if fractional else DEFAULT_CONCURRENCY_PER_WORKER * common.workers
+    )
     if fractional and concurrency != 1:
         r.problem(
             "concurrency",
@@ -201,7 +208,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
         )
     if not common.build_image:
         host = registry_host(common.image_name) or ""
-        if not (host.endswith("-docker.pkg.dev") or host.endswith("gcr.io") or host == "docker.io"):
+        if not (host.endswith(("-docker.pkg.dev", "gcr.io")) or host == "docker.io"):
             r.problem(
                 "imageName",
                 f"={common.image_name!r}: Cloud Run pulls from Artifact Registry (*-docker.pkg.dev), gcr.io or "
@@ -209,7 +216,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
                 "to Artifact Registry",
             )
     return Settings(
-        service_name=f"reranker-{common.stack}",
+        service_name=dns_label(f"reranker-{common.stack}", 49),
         project=project or "",
         region=region,
         repository=repository,
@@ -260,13 +267,8 @@ def secret_id(service_name: str, env_name: str) -> str:
     return f"{service_name}-{env_name.lower().replace('_', '-')}"
 
 
-class CloudRunDeployment(pulumi.ComponentResource):
+class CloudRunDeployment(Deployment):
     """The reranker as a Cloud Run service."""
-
-    url: pulumi.Output[str]
-    health_url: pulumi.Output[str]
-    image_name: pulumi.Output[str]
-    image_digest: pulumi.Output[str]
 
     def __init__(
         self, name: str, cfg: StackConfig, spec: DeploymentSpec, opts: pulumi.ResourceOptions | None = None
@@ -329,7 +331,7 @@ class CloudRunDeployment(pulumi.ComponentResource):
         account = gcp.serviceaccount.Account(
             f"{name}-runtime",
             project=s.project,
-            account_id=f"{s.service_name}-run"[:30],
+            account_id=dns_label(f"{s.service_name[:26]}-run", 30),
             display_name=f"Cloud Run runtime of {s.service_name} (reads its own secrets, nothing else)",
             opts=after_apis,
         )
@@ -342,7 +344,9 @@ class CloudRunDeployment(pulumi.ComponentResource):
                 f"{name}-{slug}",
                 project=s.project,
                 secret_id=secret_id(s.service_name, env_name),
-                replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
+                replication=gcp.secretmanager.SecretReplicationArgs(
+                    auto=gcp.secretmanager.SecretReplicationAutoArgs()
+                ),
                 opts=after_apis,
             )
             version = gcp.secretmanager.SecretVersion(
@@ -376,7 +380,9 @@ class CloudRunDeployment(pulumi.ComponentResource):
             ingress="INGRESS_TRAFFIC_ALL",
             template=run.ServiceTemplateArgs(
                 service_account=account.email,
-                execution_environment="EXECUTION_ENVIRONMENT_GEN1" if s.fractional else "EXECUTION_ENVIRONMENT_GEN2",
+                execution_environment="EXECUTION_ENVIRONMENT_GEN1"
+                if s.fractional
+                else "EXECUTION_ENVIRONMENT_GEN2",
                 max_instance_request_concurrency=s.concurrency,
                 scaling=run.ServiceTemplateScalingArgs(
                     min_instance_count=s.min_instances,
@@ -428,22 +434,15 @@ class CloudRunDeployment(pulumi.ComponentResource):
                 opts=child,
             )
             ready.append(invoker.id)  # the URL answers the public only once the binding exists
-        self.url = pulumi.Output.all(*ready).apply(lambda v: v[0].rstrip("/") if v[0] else v[0])
-        self.health_url = self.url.apply(lambda url: f"{url}{HEALTH_PATH}" if url else None)
-        self.extra_outputs: dict[str, Any] = {
-            "cloudrunCpu": s.cpus,
-            "cloudrunMemoryMb": s.memory_mb,
-            "cloudrunConcurrency": s.concurrency,
-            "listPriceUsdPerMonthPerInstance": s.usd_per_month,
-            "public": s.public,
-        }
-        self.register_outputs(
+        self.finish(
+            pulumi.Output.all(*ready).apply(lambda v: v[0]),
             {
-                "url": self.url,
-                "healthUrl": self.health_url,
-                "imageName": self.image_name,
-                "imageDigest": self.image_digest,
-            }
+                "cloudrunCpu": s.cpus,
+                "cloudrunMemoryMb": s.memory_mb,
+                "cloudrunConcurrency": s.concurrency,
+                "listPriceUsdPerMonthPerInstance": s.usd_per_month,
+                "public": s.public,
+            },
         )
 
 

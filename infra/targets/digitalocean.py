@@ -22,6 +22,7 @@ from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, check_size, refuse_scaling
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
+from infra.targets._base import Deployment, dns_label
 
 NAME = "digitalocean"
 
@@ -147,7 +148,8 @@ def allowed_sizes(autoscaled: bool, several: bool) -> list[InstanceSize]:
 
 def parse(r: _Reader, common: StackConfig) -> Settings | None:
     region = r.string("doRegion", "nyc", REGIONS) or "nyc"
-    app_name = r.string("doAppName", f"reranker-{common.stack}") or f"reranker-{common.stack}"
+    default_name = dns_label(f"reranker-{common.stack}", 32)
+    app_name = r.string("doAppName", default_name) or default_name
     if not (2 <= len(app_name) <= 32) or not all(c.islower() or c.isdigit() or c == "-" for c in app_name):
         r.problem(
             "doAppName",
@@ -328,12 +330,7 @@ def image_args(spec: DeploymentSpec, settings: Settings, ref: Any) -> Any:
     )
 
 
-class DigitalOceanDeployment(pulumi.ComponentResource):
-    url: pulumi.Output[str]
-    health_url: pulumi.Output[str]
-    image_name: pulumi.Output[str]
-    image_digest: pulumi.Output[str]
-
+class DigitalOceanDeployment(Deployment):
     def __init__(
         self, name: str, spec: DeploymentSpec, settings: Settings, opts: pulumi.ResourceOptions | None = None
     ) -> None:
@@ -360,22 +357,15 @@ class DigitalOceanDeployment(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.extra_outputs = {
-            "doInstanceSize": settings.size.name,
-            "doInstanceListPriceUsdPerMonth": settings.size.usd_per_month,
-            "doLiveDomain": self.app.default_ingress,
-        }
-        self.url = self.app.live_url.apply(lambda url: url.rstrip("/") if url else url)
-        self.health_url = self.url.apply(lambda url: f"{url}{HEALTH_PATH}" if url else None)
         self.image_name = image.name
         self.image_digest = image.digest
-        self.register_outputs(
+        self.finish(
+            self.app.live_url,
             {
-                "url": self.url,
-                "healthUrl": self.health_url,
-                "imageName": self.image_name,
-                "imageDigest": self.image_digest,
-            }
+                "doInstanceSize": settings.size.name,
+                "doInstanceListPriceUsdPerMonth": settings.size.usd_per_month,
+                "doLiveDomain": self.app.default_ingress,
+            },
         )
 
 

@@ -19,7 +19,6 @@ import pulumi
 import pulumi_docker as docker
 
 from infra.config import (
-    HEALTH_PATH,
     Key,
     StackConfig,
     _Reader,
@@ -29,6 +28,7 @@ from infra.config import (
 )
 from infra.spec import PIDS_LIMIT, DeploymentSpec, build_spec
 from infra.targets import _image
+from infra.targets._base import Deployment
 
 NAME = "docker"
 KEYS: tuple[Key, ...] = (
@@ -85,7 +85,10 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
             "(for more instances use target kubernetes, or a platform target)",
         )
     refuse_scaling(
-        r, scaling, ("targetCpuPercent", "concurrency"), "a single Docker container has no autoscaler or router"
+        r,
+        scaling,
+        ("targetCpuPercent", "concurrency"),
+        "a single Docker container has no autoscaler or router",
     )
     return Settings(
         service_name=f"reranker-{common.stack}",
@@ -236,13 +239,8 @@ def docker_run_argv(args: dict[str, Any], docker: str = "docker") -> list[str]:
     return argv
 
 
-class DockerDeployment(pulumi.ComponentResource):
+class DockerDeployment(Deployment):
     """The reranker on one Docker engine."""
-
-    url: pulumi.Output[str]
-    health_url: pulumi.Output[str]
-    image_name: pulumi.Output[str]
-    image_digest: pulumi.Output[str]
 
     def __init__(
         self, name: str, cfg: StackConfig, spec: DeploymentSpec, opts: pulumi.ResourceOptions | None = None
@@ -314,17 +312,7 @@ class DockerDeployment(pulumi.ComponentResource):
             ),
         )
         base = f"http://{settings.public_host}:{settings.host_port}"
-        self.url = self.container.id.apply(lambda _: base)
-        self.health_url = self.container.id.apply(lambda _: base + HEALTH_PATH)
-        self.extra_outputs: dict[str, Any] = {}
-        self.register_outputs(
-            {
-                "url": self.url,
-                "healthUrl": self.health_url,
-                "imageName": self.image_name,
-                "imageDigest": self.image_digest,
-            }
-        )
+        self.finish(self.container.id.apply(lambda _: base))
 
 
 def deploy(name: str, cfg: StackConfig, spec: DeploymentSpec) -> DockerDeployment:

@@ -35,14 +35,18 @@ from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, refuse_scaling, registry_host
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
+from infra.targets._base import Deployment, dns_label
+from infra.targets._keys import DELETION_PROTECTION, PUBLIC
 
 NAME = "ecs"
 KEYS: tuple[Key, ...] = (
     Key("awsRegion", "AWS region of the ECS service (required for ecs)"),
-    Key("public", "cloudrun, ecs: reachable from the internet (Cloud Run: allUsers may invoke; ECS: a public load balancer)"),
-    Key("deletionProtection", "cloudrun, ecs: refuse `pulumi destroy` of the service (ECS: the load balancer, the registry)"),
+    PUBLIC,
+    DELETION_PROTECTION,
     Key("ecsVpcId", "VPC of the service (default: the region's default VPC)"),
-    Key("ecsSubnetIds", "Subnets of the load balancer and the tasks, at least two zones (default: the VPC's)"),
+    Key(
+        "ecsSubnetIds", "Subnets of the load balancer and the tasks, at least two zones (default: the VPC's)"
+    ),
     Key("ecsAssignPublicIp", "Give tasks public IPs (needed in public subnets without a NAT gateway)"),
     Key("ecsCertificateArn", "ACM certificate for an HTTPS listener (HTTP then redirects to HTTPS)"),
     Key("ecsLogRetentionDays", "CloudWatch log retention of the service's logs, in days"),
@@ -167,7 +171,9 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
             "requires two): pulumi config set --path 'ecsSubnetIds[1]' subnet-...",
         )
     if certificate_arn is not None and not certificate_arn.startswith("arn:aws"):
-        r.problem("ecsCertificateArn", f"={certificate_arn!r} is not an ACM certificate ARN (arn:aws:acm:...)")
+        r.problem(
+            "ecsCertificateArn", f"={certificate_arn!r} is not an ACM certificate ARN (arn:aws:acm:...)"
+        )
 
     size = pick_size(r, common)
     scaling = common.scaling
@@ -205,7 +211,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
             "let the stack build and push it to ECR (pulumi config set buildImage true) or use a registry path",
         )
     return Settings(
-        service_name=f"reranker-{common.stack}",
+        service_name=dns_label(f"reranker-{common.stack}", 100),
         region=region or "",
         public=public,
         deletion_protection=deletion_protection,
@@ -239,9 +245,7 @@ def container_definition(
         "user": spec.user,
         "portMappings": [{"containerPort": spec.port, "protocol": "tcp"}],
         "environment": [{"name": name, "value": value} for name, value in spec.env.items()],
-        "secrets": [
-            {"name": name, "valueFrom": f"{secret_arn}:{name}::"} for name in spec.secret_env
-        ],
+        "secrets": [{"name": name, "valueFrom": f"{secret_arn}:{name}::"} for name in spec.secret_env],
         "healthCheck": {
             "command": ["CMD-SHELL", health.command],
             "interval": health.interval_seconds,
@@ -255,7 +259,11 @@ def container_definition(
         "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
         "logConfiguration": {
             "logDriver": "awslogs",
-            "options": {"awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": "reranker"},
+            "options": {
+                "awslogs-group": log_group,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": "reranker",
+            },
         },
     }
     if credentials_arn:
@@ -287,22 +295,23 @@ def execution_policy(repository_arn: str | None, log_group_arn: str, secret_arns
             {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
             {
                 "Effect": "Allow",
-                "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+                "Action": [
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage",
+                ],
                 "Resource": repository_arn,
             },
         ]
     if secret_arns:
-        statements.append({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arns})
+        statements.append(
+            {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arns}
+        )
     return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
 
-class EcsDeployment(pulumi.ComponentResource):
+class EcsDeployment(Deployment):
     """The reranker as an ECS Fargate service behind an Application Load Balancer."""
-
-    url: pulumi.Output[str]
-    health_url: pulumi.Output[str]
-    image_name: pulumi.Output[str]
-    image_digest: pulumi.Output[str]
 
     def __init__(
         self, name: str, cfg: StackConfig, spec: DeploymentSpec, opts: pulumi.ResourceOptions | None = None
@@ -320,7 +329,9 @@ class EcsDeployment(pulumi.ComponentResource):
                 f"{name}-repository",
                 name=s.service_name,
                 image_tag_mutability="MUTABLE",
-                image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+                image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+                    scan_on_push=True
+                ),
                 force_delete=not s.deletion_protection,
                 opts=child,
             )
@@ -333,7 +344,11 @@ class EcsDeployment(pulumi.ComponentResource):
                             {
                                 "rulePriority": 1,
                                 "description": "keep the last 20 images",
-                                "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 20},
+                                "selection": {
+                                    "tagStatus": "any",
+                                    "countType": "imageCountMoreThan",
+                                    "countNumber": 20,
+                                },
                                 "action": {"type": "expire"},
                             }
                         ]
@@ -362,37 +377,24 @@ class EcsDeployment(pulumi.ComponentResource):
         # ---- secrets
         secret = None
         if spec.secret_env:
-            secret = aws.secretsmanager.Secret(
+            secret = self._json_secret(
                 f"{name}-secrets",
-                name_prefix=f"{s.service_name}-",
-                description=f"Secret environment variables of {s.service_name} (JSON, one key per variable)",
-                recovery_window_in_days=7,
-                opts=child,
-            )
-            aws.secretsmanager.SecretVersion(
-                f"{name}-secrets-value",
-                secret_id=secret.id,
-                secret_string=pulumi.Output.json_dumps(
-                    {env_name: value.as_output() for env_name, value in spec.secret_env.items()}
-                ),
-                opts=pulumi.ResourceOptions(parent=self, provider=provider, additional_secret_outputs=["secretString"]),
+                f"{s.service_name}-",
+                f"Secret environment variables of {s.service_name} (JSON, one key per variable)",
+                {env_name: value.as_output() for env_name, value in spec.secret_env.items()},
+                provider,
             )
         credentials = None
         if not spec.image.build and spec.image.registry_username and spec.image.registry_password:
-            credentials = aws.secretsmanager.Secret(
+            credentials = self._json_secret(
                 f"{name}-registry-credentials",
-                name_prefix=f"{s.service_name}-registry-",
-                description=f"Registry login ECS pulls {spec.image.name} with",
-                recovery_window_in_days=7,
-                opts=child,
-            )
-            aws.secretsmanager.SecretVersion(
-                f"{name}-registry-credentials-value",
-                secret_id=credentials.id,
-                secret_string=pulumi.Output.json_dumps(
-                    {"username": spec.image.registry_username, "password": spec.image.registry_password.as_output()}
-                ),
-                opts=pulumi.ResourceOptions(parent=self, provider=provider, additional_secret_outputs=["secretString"]),
+                f"{s.service_name}-registry-",
+                f"Registry login ECS pulls {spec.image.name} with",
+                {
+                    "username": spec.image.registry_username,
+                    "password": spec.image.registry_password.as_output(),
+                },
+                provider,
             )
 
         # ---- logs and roles
@@ -450,14 +452,19 @@ class EcsDeployment(pulumi.ComponentResource):
                     protocol="tcp",
                     from_port=port,
                     to_port=port,
-                    cidr_blocks=["0.0.0.0/0"] if s.public else ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+                    cidr_blocks=["0.0.0.0/0"]
+                    if s.public
+                    else ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
                     description="clients",
                 )
                 for port in listener_ports
             ],
             egress=[
                 aws.ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=spec.port, to_port=spec.port, cidr_blocks=["0.0.0.0/0"],
+                    protocol="tcp",
+                    from_port=spec.port,
+                    to_port=spec.port,
+                    cidr_blocks=["0.0.0.0/0"],
                     description="the tasks",
                 )
             ],
@@ -469,14 +476,21 @@ class EcsDeployment(pulumi.ComponentResource):
             vpc_id=vpc_id,
             ingress=[
                 aws.ec2.SecurityGroupIngressArgs(
-                    protocol="tcp", from_port=spec.port, to_port=spec.port, security_groups=[lb_group.id],
+                    protocol="tcp",
+                    from_port=spec.port,
+                    to_port=spec.port,
+                    security_groups=[lb_group.id],
                     description="the load balancer",
                 )
             ],
             # The image pull (ECR), the secrets (Secrets Manager) and the logs (CloudWatch) go over HTTPS.
             egress=[
                 aws.ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=443, to_port=443, cidr_blocks=["0.0.0.0/0"], description="AWS APIs"
+                    protocol="tcp",
+                    from_port=443,
+                    to_port=443,
+                    cidr_blocks=["0.0.0.0/0"],
+                    description="AWS APIs",
                 )
             ],
             opts=child,
@@ -546,8 +560,12 @@ class EcsDeployment(pulumi.ComponentResource):
         else:
             listeners.append(
                 aws.lb.Listener(
-                    f"{name}-http", load_balancer_arn=balancer.arn, port=80, protocol="HTTP",
-                    default_actions=forward, opts=child,
+                    f"{name}-http",
+                    load_balancer_arn=balancer.arn,
+                    port=80,
+                    protocol="HTTP",
+                    default_actions=forward,
+                    opts=child,
                 )
             )
 
@@ -591,7 +609,9 @@ class EcsDeployment(pulumi.ComponentResource):
             launch_type="FARGATE",
             desired_count=s.min_instances,
             health_check_grace_period_seconds=health.start_period_seconds,
-            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
+            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
+                enable=True, rollback=True
+            ),
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
@@ -641,22 +661,36 @@ class EcsDeployment(pulumi.ComponentResource):
             ready.append(policy.id)  # deployed means: serving, and scaling
 
         scheme = "https" if https else "http"
-        self.url = pulumi.Output.all(*ready).apply(lambda v: f"{scheme}://{v[0]}")
-        self.health_url = self.url.apply(lambda url: f"{url}{HEALTH_PATH}")
-        self.extra_outputs: dict[str, Any] = {
-            "ecsCpu": s.size.cpus,
-            "ecsMemoryMb": s.size.memory_mb,
-            "listPriceUsdPerMonthPerInstance": s.size.usd_per_month,
-            "public": s.public,
-        }
-        self.register_outputs(
+        self.finish(
+            pulumi.Output.all(*ready).apply(lambda v: f"{scheme}://{v[0]}"),
             {
-                "url": self.url,
-                "healthUrl": self.health_url,
-                "imageName": self.image_name,
-                "imageDigest": self.image_digest,
-            }
+                "ecsCpu": s.size.cpus,
+                "ecsMemoryMb": s.size.memory_mb,
+                "listPriceUsdPerMonthPerInstance": s.size.usd_per_month,
+                "public": s.public,
+            },
         )
+
+    def _json_secret(
+        self, name: str, prefix: str, description: str, values: dict[str, Any], provider: aws.Provider
+    ) -> aws.secretsmanager.Secret:
+        """A Secrets Manager secret holding `values` as JSON (the value stays a Pulumi secret)."""
+        secret = aws.secretsmanager.Secret(
+            name,
+            name_prefix=prefix,
+            description=description,
+            recovery_window_in_days=7,
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-value",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.secret(pulumi.Output.json_dumps(values)),
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=provider, additional_secret_outputs=["secretString"]
+            ),
+        )
+        return secret
 
 
 def deploy(name: str, cfg: StackConfig, spec: DeploymentSpec) -> EcsDeployment:

@@ -22,8 +22,10 @@ import pulumi
 from infra import sizing
 from infra.config import Key, StackConfig, _Reader, refuse_scaling
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
+from infra.targets._base import dns_label
 
 NAME = "fly"
+CONFIG_FILE = "fly.toml"  # what deploys this target (infra/fly_config.py renders it): not `pulumi up`
 
 REGIONS = (
     "ams", "arn", "bom", "cdg", "dfw", "ewr", "fra", "gru", "iad", "jnb", "lax", "lhr", "nrt", "ord",
@@ -127,7 +129,8 @@ def concurrency_limits(cpus: int, concurrency: int | None) -> tuple[int, int]:
 
 
 def parse(r: _Reader, common: StackConfig) -> Settings | None:
-    app = r.string("flyApp", f"reranker-{common.stack}") or f"reranker-{common.stack}"
+    default_app = dns_label(f"reranker-{common.stack}")
+    app = r.string("flyApp", default_app) or default_app
     if not _APP_NAME.match(app):
         r.problem(
             "flyApp",

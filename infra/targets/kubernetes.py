@@ -34,6 +34,7 @@ import pulumi_kubernetes as k8s
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, check_registry_image, refuse_scaling
 from infra.spec import DeploymentSpec
 from infra.targets import _image
+from infra.targets._base import Deployment, dns_label
 
 NAME = "kubernetes"
 
@@ -44,6 +45,7 @@ LIVENESS_FAILURES = 6  # a minute of failed checks: a busy (compute-bound) pod i
 SCALE_DOWN_WINDOW_SECONDS = 300  # a new pod costs a model load: scale in slowly
 DEFAULT_TARGET_CPU_PERCENT = 70
 APP_LABEL = "reranker"
+SIZES: tuple = ()  # no size table: any memoryMb/cpus the nodes can hold (requests = limits)
 
 KEYS: tuple[Key, ...] = (
     Key("kubeconfig", "kubernetes: path of the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"),
@@ -91,12 +93,13 @@ class Settings:
 def parse(r: _Reader, common: StackConfig) -> Settings:
     """Read and check the kubernetes keys; problems go to `r` with the command that fixes them."""
     stack = common.stack
-    namespace = r.string("kubeNamespace", f"reranker-{stack}") or f"reranker-{stack}"
+    default_namespace = dns_label(f"reranker-{stack}")
+    namespace = r.string("kubeNamespace", default_namespace) or default_namespace
     if not _DNS_LABEL.match(namespace):
         r.problem(
             "kubeNamespace",
             f"={namespace!r} is not a Kubernetes namespace name (lower-case letters, digits and '-', "
-            f"at most 63) (pulumi config set kubeNamespace reranker-{stack})",
+            f"at most 63) (pulumi config set kubeNamespace {default_namespace})",
         )
     service_type = r.string("kubeServiceType", "ClusterIP", SERVICE_TYPES) or "ClusterIP"
     service_port = r.integer("kubeServicePort", 80, 1, 65535)
@@ -151,7 +154,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
             "the workers share it and each is slower"
         )
     return Settings(
-        service_name=f"reranker-{stack}",
+        service_name=dns_label(f"reranker-{stack}"),
         namespace=namespace,
         create_namespace=r.boolean("kubeCreateNamespace", True),
         kubeconfig=kubeconfig,
@@ -334,12 +337,7 @@ def docker_config_json(server: str, username: str, password: str) -> str:
     return json.dumps({"auths": {server: {"username": username, "password": password, "auth": auth}}})
 
 
-class KubernetesDeployment(pulumi.ComponentResource):
-    url: pulumi.Output[str]
-    health_url: pulumi.Output[str]
-    image_name: pulumi.Output[str]
-    image_digest: pulumi.Output[str]
-
+class KubernetesDeployment(Deployment):
     def __init__(
         self,
         name: str,
@@ -545,26 +543,19 @@ class KubernetesDeployment(pulumi.ComponentResource):
             )
 
         ready = pulumi.Output.all(self.deployment.metadata, self.service.status)
-        self.url = ready.apply(lambda values: service_url(spec, settings, values[1]))
-        self.health_url = self.url.apply(lambda url: url + HEALTH_PATH)
         self.image_name = image.name
         self.image_digest = image.digest
-        self.extra_outputs = {
-            "kubeNamespace": namespace,
-            "kubeService": self.service.metadata.name,
-            "kubeAutoscaler": "hpa" if settings.autoscaled else "none",
-            # Every object the stack owns, `Kind/name` (and what makes the outputs wait for all of them).
-            "kubeObjects": pulumi.Output.all(
-                *[pulumi.Output.all(o.kind, o.metadata.name).apply("/".join) for o in objects]
-            ),
-        }
-        self.register_outputs(
+        self.finish(
+            ready.apply(lambda values: service_url(spec, settings, values[1])),
             {
-                "url": self.url,
-                "healthUrl": self.health_url,
-                "imageName": self.image_name,
-                "imageDigest": self.image_digest,
-            }
+                "kubeNamespace": namespace,
+                "kubeService": self.service.metadata.name,
+                "kubeAutoscaler": "hpa" if settings.autoscaled else "none",
+                # Every object the stack owns, `Kind/name` (and what makes the outputs wait for all of them).
+                "kubeObjects": pulumi.Output.all(
+                    *[pulumi.Output.all(o.kind, o.metadata.name).apply("/".join) for o in objects]
+                ),
+            },
         )
 
 

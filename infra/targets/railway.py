@@ -21,8 +21,10 @@ import pulumi
 from infra import sizing
 from infra.config import Key, StackConfig, _Reader, check_size, refuse_scaling
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
+from infra.targets._base import dns_label
 
 NAME = "railway"
+CONFIG_FILE = "railway.json"  # what deploys this target (infra/railway_config.py renders it): not `pulumi up`
 
 RESTART_POLICIES = ("ON_FAILURE", "ALWAYS", "NEVER")
 OVERLAP_SECONDS = 10  # the old deployment keeps serving while traffic moves to the new one
@@ -122,7 +124,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
     if plan is None:
         return None
     return Settings(
-        service_name=f"reranker-{common.stack}",
+        service_name=dns_label(f"reranker-{common.stack}"),
         plan=plan,
         replicas=max(1, scaling.min_instances),
         sleep=scaling.min_instances == 0,

@@ -16,9 +16,18 @@ import pulumi
 import pulumi_render as render
 
 from infra import sizing
-from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, check_registry_image, check_size, refuse_scaling
+from infra.config import (
+    HEALTH_PATH,
+    Key,
+    StackConfig,
+    _Reader,
+    check_registry_image,
+    check_size,
+    refuse_scaling,
+)
 from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
 from infra.targets import _image
+from infra.targets._base import Deployment
 
 NAME = "render"
 REGIONS = ("oregon", "ohio", "virginia", "frankfurt", "singapore")
@@ -121,7 +130,10 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
             "=0: Render cannot scale a web service to zero; pulumi config set minInstances 1",
         )
     refuse_scaling(
-        r, scaling, ("concurrency",), "Render routes requests to instances without a per-instance concurrency limit"
+        r,
+        scaling,
+        ("concurrency",),
+        "Render routes requests to instances without a per-instance concurrency limit",
     )
     limit = MAX_SHUTDOWN_DELAY_SECONDS - STOP_MARGIN_SECONDS
     if common.shutdown_grace_seconds > limit:
@@ -185,13 +197,8 @@ def _service_url(details: Any) -> str | None:
     return url.rstrip("/") if isinstance(url, str) else None
 
 
-class RenderDeployment(pulumi.ComponentResource):
+class RenderDeployment(Deployment):
     """The reranker as a Render web service."""
-
-    url: pulumi.Output[str]
-    health_url: pulumi.Output[str]
-    image_name: pulumi.Output[str]
-    image_digest: pulumi.Output[str]
 
     def __init__(
         self, name: str, cfg: StackConfig, spec: DeploymentSpec, opts: pulumi.ResourceOptions | None = None
@@ -239,21 +246,15 @@ class RenderDeployment(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["envVars"]),
         )
-        self.url = self.service.service_details.apply(_service_url)
-        self.health_url = self.url.apply(lambda url: f"{url}{HEALTH_PATH}" if url else None)
+        url = self.service.service_details.apply(_service_url)
         self.dashboard_url = self.service.dashboard_url
-        self.extra_outputs: dict[str, Any] = {
-            "renderPlan": settings.plan.api_name,
-            "renderPlanListPriceUsdPerMonth": settings.plan.usd_per_month,
-            "renderDashboardUrl": self.dashboard_url,
-        }
-        self.register_outputs(
+        self.finish(
+            url,
             {
-                "url": self.url,
-                "healthUrl": self.health_url,
-                "imageName": self.image_name,
-                "imageDigest": self.image_digest,
-            }
+                "renderPlan": settings.plan.api_name,
+                "renderPlanListPriceUsdPerMonth": settings.plan.usd_per_month,
+                "renderDashboardUrl": self.dashboard_url,
+            },
         )
 
 

@@ -123,7 +123,9 @@ class Mocks(pulumi.runtime.Mocks):
         elif args.typ == "gcp:secretmanager/secretVersion:SecretVersion":
             outputs["version"] = "1"
         elif args.typ == "aws:ecr/repository:Repository":
-            outputs["repositoryUrl"] = f"{AWS_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{_plain(args.inputs['name'])}"
+            outputs["repositoryUrl"] = (
+                f"{AWS_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{_plain(args.inputs['name'])}"
+            )
             outputs["registryId"] = AWS_ACCOUNT
         elif args.typ == "aws:lb/loadBalancer:LoadBalancer":
             outputs["dnsName"] = f"{args.name}-1234567890.us-east-1.elb.amazonaws.com"

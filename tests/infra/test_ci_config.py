@@ -85,6 +85,19 @@ def test_variable_names():
     assert ci_variable(KEYS_BY_NAME["imageName"]) == "RERANKER_IMAGE_NAME"
     assert ci_variable(KEYS_BY_NAME["renderOwnerId"]) == "RERANKER_RENDER_OWNER_ID"
     assert ci_variable(KEYS_BY_NAME["llmApiKey"]) == "LLM_API_KEY"
+    assert ci_variable(KEYS_BY_NAME["apiKeys"]) == "RERANKER_API_KEYS"  # a secret of every target
+    assert ci_variable(KEYS_BY_NAME["gcpProject"]) == "RERANKER_GCP_PROJECT"  # a target's own key
     assert (
         ci_variable(KEYS_BY_NAME["environment"]) == "RERANKER_ENVIRONMENT"
     )  # not the container's ENVIRONMENT
+
+
+def test_every_targets_keys_are_in_the_ci_list(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "ci_stack_config.py"), "--stack", "x", "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in ("RERANKER_API_KEYS", "reranker:apiKeys (secret)", "RERANKER_AWS_REGION", "RERANKER_RENDER_OWNER_ID"):
+        assert line in result.stdout

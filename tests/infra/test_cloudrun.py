@@ -69,7 +69,11 @@ def test_the_example_deploys_a_cloud_run_service_from_artifact_registry():
         assert FAKE_TOKENS["gcp access token"] in strings_inside_secrets(registry)
 
         service = r.one(SERVICE).inputs
-        assert (service["name"], service["project"], service["location"]) == ("reranker-cloudrun", PROJECT, "europe-west1")
+        assert (service["name"], service["project"], service["location"]) == (
+            "reranker-cloudrun",
+            PROJECT,
+            "europe-west1",
+        )
         assert service["deletionProtection"] is True
         template = service["template"]
         assert template["serviceAccount"] == f"reranker-cloudrun-run@{PROJECT}.iam.gserviceaccount.com"
@@ -118,7 +122,9 @@ def test_the_example_deploys_a_cloud_run_service_from_artifact_registry():
         assert (invoker["role"], invoker["member"]) == ("roles/run.invoker", "allUsers")
         assert_no_secret_in_clear(r)
         for token in FAKE_TOKENS.values():
-            assert not any(token in x for res in r.mocks.created for x in harness.strings_outside_secrets(res.inputs))
+            assert not any(
+                token in x for res in r.mocks.created for x in harness.strings_outside_secrets(res.inputs)
+            )
 
         assert outputs["url"] == "https://reranker-cloudrun-x7k2q9-uc.a.run.app"
         assert outputs["healthUrl"] == "https://reranker-cloudrun-x7k2q9-uc.a.run.app/api/health/"
@@ -146,8 +152,18 @@ def test_private_by_default_and_scale_to_zero_bills_per_request():
 @pulumi.runtime.test
 def test_the_onnx_flavour_from_a_pushed_image_gets_the_smallest_memory():
     pushed = f"europe-west1-docker.pkg.dev/{PROJECT}/reranker/reranker-onnx@sha256:" + "12" * 32
-    r = run({"imageFlavour": "onnx", "buildImage": "false", "imageName": pushed, "cpus": "0.5",
-             "concurrency": "1", "maxInstances": "2", "targetCpuPercent": "", "memoryMb": ""})
+    r = run(
+        {
+            "imageFlavour": "onnx",
+            "buildImage": "false",
+            "imageName": pushed,
+            "cpus": "0.5",
+            "concurrency": "1",
+            "maxInstances": "2",
+            "targetCpuPercent": "",
+            "memoryMb": "",
+        }
+    )
 
     def check(outputs):
         assert r.of_type(IMAGE) == [] and r.of_type(REPOSITORY) == []
@@ -174,7 +190,10 @@ def test_more_memory_than_one_cpu_holds_takes_the_next_cpu_size():
 
 
 CASES = {
-    "no project": ({"gcpProject": ""}, ["reranker:gcpProject is required for target=cloudrun (pulumi config set gcpProject"]),
+    "no project": (
+        {"gcpProject": ""},
+        ["reranker:gcpProject is required for target=cloudrun (pulumi config set gcpProject"],
+    ),
     "too little memory": (
         {"memoryMb": "600"},
         ["reranker:memoryMb=600 is too small for 1 worker x 550 MB + 150 MB headroom; set memoryMb >= 700"],
@@ -188,8 +207,14 @@ CASES = {
         ["reranker:memoryMb=6144: Cloud Run gives 1 CPU at most 4096 MB; pulumi config set cpus 2"],
     ),
     "concurrency below one CPU": (
-        {"cpus": "0.5", "memoryMb": "1024", "imageFlavour": "onnx", "buildImage": "false",
-         "imageName": "europe-west1-docker.pkg.dev/p/r/i:1", "targetCpuPercent": ""},
+        {
+            "cpus": "0.5",
+            "memoryMb": "1024",
+            "imageFlavour": "onnx",
+            "buildImage": "false",
+            "imageName": "europe-west1-docker.pkg.dev/p/r/i:1",
+            "targetCpuPercent": "",
+        },
         ["reranker:concurrency=4: below 1 CPU Cloud Run serves one request at a time per instance"],
     ),
     "a CPU target Cloud Run does not take": (
@@ -198,8 +223,10 @@ CASES = {
     ),
     "a shutdown grace past Cloud Run's SIGKILL": (
         {"shutdownGraceSeconds": "30"},
-        ["reranker:shutdownGraceSeconds=30: Cloud Run kills the container 10 s after SIGTERM",
-         "pulumi config set shutdownGraceSeconds 5"],
+        [
+            "reranker:shutdownGraceSeconds=30: Cloud Run kills the container 10 s after SIGTERM",
+            "pulumi config set shutdownGraceSeconds 5",
+        ],
     ),
     "a start period longer than a startup probe can wait": (
         {"startPeriodSeconds": "300"},
@@ -211,12 +238,16 @@ CASES = {
     ),
     "a key of another target": (
         {"renderRegion": "ohio"},
-        ["reranker:renderRegion is a setting of target render, but this stack's target is cloudrun; "
-         "remove it: pulumi config rm renderRegion"],
+        [
+            "reranker:renderRegion is a setting of target render, but this stack's target is cloudrun; "
+            "remove it: pulumi config rm renderRegion"
+        ],
     ),
     "production without authentication": (
         {"requiredSecrets": "[]"},
-        ["reranker:apiKeys is not set, nor supabaseJwtSecret or supabaseJwtPublicKey: environment=production"],
+        [
+            "reranker:apiKeys is not set, nor supabaseJwtSecret or supabaseJwtPublicKey: environment=production"
+        ],
     ),
 }
 
@@ -235,6 +266,12 @@ def test_settings_cloud_run_cannot_honour_are_refused(case):
 
 
 def test_the_size_table_follows_cloud_runs_cpu_memory_rules():
-    assert [(s.cpus, s.memory_mb) for s in cloudrun.SIZES] == [(1, 4096), (2, 8192), (4, 16384), (6, 24576), (8, 32768)]
+    assert [(s.cpus, s.memory_mb) for s in cloudrun.SIZES] == [
+        (1, 4096),
+        (2, 8192),
+        (4, 16384),
+        (6, 24576),
+        (8, 32768),
+    ]
     assert cloudrun.max_memory_mb(0.4) == 512 and cloudrun.max_memory_mb(0.5) == 1024
     assert cloudrun.min_memory_mb(4) == 2048 and cloudrun.min_memory_mb(8) == 4096

@@ -19,7 +19,11 @@ def test_the_committed_dev_stack_parses_to_the_documented_defaults():
     cfg = config.load_stack_file("dev")
     assert (cfg.target, cfg.memory_mb, cfg.workers, cfg.environment) == ("docker", 1024, 1, "development")
     docker = cfg.target_settings
-    assert cfg.rerank_device == "cpu" and docker.bind_address == "127.0.0.1" and docker.public_host == "localhost"
+    assert (
+        cfg.rerank_device == "cpu"
+        and docker.bind_address == "127.0.0.1"
+        and docker.public_host == "localhost"
+    )
 
 
 def test_the_committed_prod_stack_parses_for_the_blueprint_and_is_refused_for_a_deploy():

@@ -11,7 +11,14 @@ import pytest
 
 from infra.targets import ecs
 from tests.infra import harness
-from tests.infra.harness import AWS_ACCOUNT, BUILT_DIGEST, FAKE_SECRETS, FAKE_TOKENS, plain, strings_inside_secrets
+from tests.infra.harness import (
+    AWS_ACCOUNT,
+    BUILT_DIGEST,
+    FAKE_SECRETS,
+    FAKE_TOKENS,
+    plain,
+    strings_inside_secrets,
+)
 from tests.infra.test_program import assert_no_secret_in_clear
 from tests.infra.test_validation import refused
 
@@ -33,7 +40,9 @@ REPO_URL = f"{AWS_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/reranker-ecs"
 
 
 def run(set_=None, secrets=None):
-    return harness.run_stack("ecs", set=set_ or {}, secrets={"apiKeys": FAKE_SECRETS["apiKeys"], **(secrets or {})})
+    return harness.run_stack(
+        "ecs", set=set_ or {}, secrets={"apiKeys": FAKE_SECRETS["apiKeys"], **(secrets or {})}
+    )
 
 
 def the_container(r) -> dict:
@@ -81,7 +90,10 @@ def test_the_example_deploys_fargate_behind_a_load_balancer():
             "SUPABASE_JWT_PUBLIC_KEY": f"{secret_arn}:SUPABASE_JWT_PUBLIC_KEY::",
         }
         health = c["healthCheck"]
-        assert health["command"][0] == "CMD-SHELL" and "http://127.0.0.1:8000/api/health/" in health["command"][1]
+        assert (
+            health["command"][0] == "CMD-SHELL"
+            and "http://127.0.0.1:8000/api/health/" in health["command"][1]
+        )
         assert health["startPeriod"] == 120
         assert c["stopTimeout"] == 35  # shutdownGraceSeconds + 5
         assert c["logConfiguration"]["options"]["awslogs-group"] == "/ecs/reranker-ecs"
@@ -96,16 +108,25 @@ def test_the_example_deploys_fargate_behind_a_load_balancer():
         roles = {x.name: x.inputs for x in r.of_type(ROLE)}
         for role in roles.values():
             trust = json.loads(role["assumeRolePolicy"])["Statement"]
-            assert trust == [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]
+            assert trust == [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ]
             assert "managedPolicyArns" not in role  # nothing broader than the inline policy below
         (policy,) = r.of_type(ROLE_POLICY)
         statements = json.loads(plain(policy.inputs["policy"]))["Statement"]
         by_action = {json.dumps(st["Action"]): st["Resource"] for st in statements}
         assert by_action == {
-            json.dumps(["logs:CreateLogStream", "logs:PutLogEvents"]): f"arn:aws:cloudwatch:us-east-1:{AWS_ACCOUNT}:reranker-ecs-logs:*",
+            json.dumps(
+                ["logs:CreateLogStream", "logs:PutLogEvents"]
+            ): f"arn:aws:cloudwatch:us-east-1:{AWS_ACCOUNT}:reranker-ecs-logs:*",
             json.dumps("ecr:GetAuthorizationToken"): "*",
-            json.dumps(["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]):
-                f"arn:aws:ecr:us-east-1:{AWS_ACCOUNT}:reranker-ecs-repository",
+            json.dumps(
+                ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]
+            ): f"arn:aws:ecr:us-east-1:{AWS_ACCOUNT}:reranker-ecs-repository",
             json.dumps("secretsmanager:GetSecretValue"): [secret_arn],
         }
         assert r.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") == []  # the task role: none
@@ -120,8 +141,15 @@ def test_the_example_deploys_fargate_behind_a_load_balancer():
         assert (listener.inputs["port"], listener.inputs["protocol"]) == (80, "HTTP")
         groups = {x.name: x.inputs for x in r.of_type(SG)}
         tasks_in = groups["reranker-ecs-tasks"]["ingress"]
-        assert tasks_in == [{"protocol": "tcp", "fromPort": 8000, "toPort": 8000, "securityGroups": ["reranker-ecs-lb-id"],
-                             "description": "the load balancer"}]
+        assert tasks_in == [
+            {
+                "protocol": "tcp",
+                "fromPort": 8000,
+                "toPort": 8000,
+                "securityGroups": ["reranker-ecs-lb-id"],
+                "description": "the load balancer",
+            }
+        ]
 
         service = r.one(SERVICE).inputs
         assert service["launchType"] == "FARGATE" and service["desiredCount"] == 2
@@ -133,13 +161,21 @@ def test_the_example_deploys_fargate_behind_a_load_balancer():
         assert scaling["scalableDimension"] == "ecs:service:DesiredCount"
         tracking = r.one(SCALING_POLICY).inputs["targetTrackingScalingPolicyConfiguration"]
         assert tracking["targetValue"] == 60.0
-        assert tracking["predefinedMetricSpecification"]["predefinedMetricType"] == "ECSServiceAverageCPUUtilization"
+        assert (
+            tracking["predefinedMetricSpecification"]["predefinedMetricType"]
+            == "ECSServiceAverageCPUUtilization"
+        )
 
         assert_no_secret_in_clear(r)
         for token in FAKE_TOKENS.values():
-            assert not any(token in x for res in r.mocks.created for x in harness.strings_outside_secrets(res.inputs))
+            assert not any(
+                token in x for res in r.mocks.created for x in harness.strings_outside_secrets(res.inputs)
+            )
         assert outputs["url"] == "http://reranker-ecs-lb-1234567890.us-east-1.elb.amazonaws.com"
-        assert outputs["healthUrl"] == "http://reranker-ecs-lb-1234567890.us-east-1.elb.amazonaws.com/api/health/"
+        assert (
+            outputs["healthUrl"]
+            == "http://reranker-ecs-lb-1234567890.us-east-1.elb.amazonaws.com/api/health/"
+        )
         assert outputs["ecsMemoryMb"] == 2048 and outputs["ecsCpu"] == 1
         assert outputs["listPriceUsdPerMonthPerInstance"] == 36.04
 
@@ -164,9 +200,14 @@ def test_https_private_fixed_size_and_an_existing_vpc():
 
     def check(outputs):
         listeners = {x.inputs["port"]: x.inputs for x in r.of_type(LISTENER)}
-        assert listeners[443]["protocol"] == "HTTPS" and listeners[443]["certificateArn"].startswith("arn:aws:acm")
+        assert listeners[443]["protocol"] == "HTTPS" and listeners[443]["certificateArn"].startswith(
+            "arn:aws:acm"
+        )
         assert listeners[80]["defaultActions"][0]["redirect"]["protocol"] == "HTTPS"
-        assert r.one(LB).inputs["internal"] is True and r.one(LB).inputs["subnets"] == ["subnet-1", "subnet-2"]
+        assert r.one(LB).inputs["internal"] is True and r.one(LB).inputs["subnets"] == [
+            "subnet-1",
+            "subnet-2",
+        ]
         assert r.of_type(SCALING_TARGET) == [] and r.of_type(SCALING_POLICY) == []
         assert r.one(SERVICE).inputs["desiredCount"] == 1
         # Derived from sizing: 1 worker -> 1 vCPU; 700 MB -> the smallest 1 vCPU task, 2048 MB.
@@ -179,7 +220,11 @@ def test_https_private_fixed_size_and_an_existing_vpc():
 @pulumi.runtime.test
 def test_a_pushed_private_image_is_pulled_with_credentials_from_secrets_manager():
     r = run(
-        {"buildImage": "false", "imageName": "ghcr.io/acme/reranker@sha256:" + "ab" * 32, "registryUsername": "bot"},
+        {
+            "buildImage": "false",
+            "imageName": "ghcr.io/acme/reranker@sha256:" + "ab" * 32,
+            "registryUsername": "bot",
+        },
         {"registryPassword": FAKE_SECRETS["registryPassword"]},
     )
 
@@ -187,7 +232,9 @@ def test_a_pushed_private_image_is_pulled_with_credentials_from_secrets_manager(
         assert r.of_type(REPOSITORY) == [] and r.of_type(IMAGE) == []
         c = the_container(r)
         assert c["image"] == "ghcr.io/acme/reranker@sha256:" + "ab" * 32
-        assert c["repositoryCredentials"]["credentialsParameter"].endswith(":reranker-ecs-registry-credentials")
+        assert c["repositoryCredentials"]["credentialsParameter"].endswith(
+            ":reranker-ecs-registry-credentials"
+        )
         statements = json.loads(plain(r.one(ROLE_POLICY).inputs["policy"]))["Statement"]
         assert not any("ecr:" in json.dumps(st["Action"]) for st in statements)
         assert_no_secret_in_clear(r)
@@ -196,7 +243,10 @@ def test_a_pushed_private_image_is_pulled_with_credentials_from_secrets_manager(
 
 
 CASES = {
-    "no region": ({"awsRegion": ""}, ["reranker:awsRegion is required for target=ecs (pulumi config set awsRegion"]),
+    "no region": (
+        {"awsRegion": ""},
+        ["reranker:awsRegion is required for target=ecs (pulumi config set awsRegion"],
+    ),
     "too little memory": (
         {"memoryMb": "512"},
         ["reranker:memoryMb=512 is too small for 1 worker x 550 MB + 150 MB headroom; set memoryMb >= 700"],
@@ -207,17 +257,24 @@ CASES = {
     ),
     "more memory than the CPU size takes": (
         {"cpus": "1", "memoryMb": "12288"},
-        ["reranker:memoryMb=12288: Fargate gives 1 vCPU at most 8192 MB; the smallest task that holds it is "
-         "2 vCPU / 12288 MB (pulumi config set cpus 2)"],
+        [
+            "reranker:memoryMb=12288: Fargate gives 1 vCPU at most 8192 MB; the smallest task that holds it is "
+            "2 vCPU / 12288 MB (pulumi config set cpus 2)"
+        ],
     ),
     "scale to zero": ({"minInstances": "0"}, ["reranker:minInstances=0: an ECS service cannot start a task"]),
     "a concurrency ECS cannot enforce": (
         {"concurrency": "8"},
-        ["reranker:concurrency cannot be honoured: an Application Load Balancer does not cap concurrent requests"],
+        [
+            "reranker:concurrency cannot be honoured: an Application Load Balancer does not cap concurrent requests"
+        ],
     ),
     "a shutdown grace past Fargate's stopTimeout": (
         {"shutdownGraceSeconds": "200"},
-        ["reranker:shutdownGraceSeconds=200: Fargate waits at most 120 s", "pulumi config set shutdownGraceSeconds 115"],
+        [
+            "reranker:shutdownGraceSeconds=200: Fargate waits at most 120 s",
+            "pulumi config set shutdownGraceSeconds 115",
+        ],
     ),
     "one subnet": (
         {"ecsVpcId": "vpc-1", "ecsSubnetIds": '["subnet-1"]'},

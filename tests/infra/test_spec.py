@@ -101,6 +101,11 @@ def test_docker_run_argv_carries_every_setting():
     assert value("--health-retries") == "3" and value("--health-start-period") == "120s"
     assert value("--restart") == "unless-stopped"
     assert "--read-only" in argv and value("--tmpfs").startswith("/tmp:")
+    assert value("--cap-drop") == "ALL" and value("--security-opt") == "no-new-privileges:true"
+    assert value("--ulimit") == "nproc=512:512"  # the process cap (pulumi-docker has no PidsLimit)
+    assert (
+        value("--stop-signal") == "SIGTERM" and value("--stop-timeout") == str(args["stop_timeout"]) == "35"
+    )
     envs = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--env"]
     assert sorted(envs) == sorted(args["envs"])
 
