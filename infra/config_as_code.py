@@ -12,6 +12,9 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
+
+import pulumi
 
 from infra.config import REPO_ROOT, ConfigError, StackConfig, load_stack_file
 
@@ -88,3 +91,13 @@ def secret_names(cfg: StackConfig, spec) -> list[str]:
 
     required = {KEYS_BY_NAME[key].env or key for key in cfg.required_secrets}
     return sorted(set(spec.secret_env) | required)
+
+
+def refuse_pulumi_up(cfg: StackConfig, file: str, why: str, *, then: str, readme: str) -> NoReturn:
+    """`pulumi up` / `preview` on a config-file target: stop with the way forward instead of a no-op."""
+    target = cfg.target
+    raise pulumi.RunError(
+        f"reranker:target={target} is not deployed by Pulumi: {why}. Run "
+        f"`python scripts/{target}_config.py --stack-file Pulumi.{cfg.stack}.yaml` to write {file}, "
+        f'then {then} (README.md, "{readme}").'
+    )

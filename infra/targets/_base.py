@@ -43,3 +43,18 @@ def dns_label(text: str, max_length: int = 63) -> str:
     if not label or not label[0].isalpha():
         label = f"r-{label}"
     return label[:max_length].rstrip("-")
+
+
+def check_stop_grace(r: Any, common: Any, platform_limit: int, waits: str) -> None:
+    """For targets: refuse a shutdownGraceSeconds longer than the platform can wait after SIGTERM (it is
+    told to wait the grace plus the stop margin); `waits` names the platform's setting."""
+    from infra.spec import STOP_MARGIN_SECONDS
+
+    limit = platform_limit - STOP_MARGIN_SECONDS
+    if common.shutdown_grace_seconds > limit:
+        r.problem(
+            "shutdownGraceSeconds",
+            f"={common.shutdown_grace_seconds}: {waits} at most {platform_limit} s after SIGTERM and the "
+            f"service needs {STOP_MARGIN_SECONDS} s more than its grace; "
+            f"pulumi config set shutdownGraceSeconds {limit}",
+        )

@@ -20,9 +20,9 @@ import pulumi_digitalocean as do
 
 from infra import sizing
 from infra.config import HEALTH_PATH, Key, StackConfig, _Reader, check_size, refuse_scaling
-from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
+from infra.spec import DeploymentSpec
 from infra.targets import _image
-from infra.targets._base import Deployment, dns_label
+from infra.targets._base import Deployment, check_stop_grace, dns_label
 
 NAME = "digitalocean"
 
@@ -203,13 +203,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
                 else f"a size that runs exactly one instance (maxInstances={scaling.max_instances})"
             )
             r.problem("doInstanceSize", f"={forced.name} is {why}{fix}")
-    if common.shutdown_grace_seconds + STOP_MARGIN_SECONDS > MAX_GRACE_PERIOD_SECONDS:
-        limit = MAX_GRACE_PERIOD_SECONDS - STOP_MARGIN_SECONDS
-        r.problem(
-            "shutdownGraceSeconds",
-            f"={common.shutdown_grace_seconds}: App Platform waits at most {MAX_GRACE_PERIOD_SECONDS} s after "
-            f"SIGTERM; pulumi config set shutdownGraceSeconds {limit}",
-        )
+    check_stop_grace(r, common, MAX_GRACE_PERIOD_SECONDS, "App Platform waits (termination grace period)")
 
     source = image_source(common.image_name)
     if source is None:

@@ -21,8 +21,8 @@ import pulumi
 
 from infra import sizing
 from infra.config import Key, StackConfig, _Reader, refuse_scaling
-from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
-from infra.targets._base import dns_label
+from infra.spec import DeploymentSpec
+from infra.targets._base import check_stop_grace, dns_label
 
 NAME = "fly"
 CONFIG_FILE = "fly.toml"  # what deploys this target (infra/fly_config.py renders it): not `pulumi up`
@@ -207,13 +207,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
             "reranker:flyCpuKind=shared: Fly throttles shared vCPUs to a small baseline under sustained "
             "load, and the model is compute-bound; use performance for steady traffic"
         )
-    if common.shutdown_grace_seconds + STOP_MARGIN_SECONDS > MAX_KILL_TIMEOUT_SECONDS:
-        limit = MAX_KILL_TIMEOUT_SECONDS - STOP_MARGIN_SECONDS
-        r.problem(
-            "shutdownGraceSeconds",
-            f"={common.shutdown_grace_seconds}: Fly kills a machine at most {MAX_KILL_TIMEOUT_SECONDS} s after "
-            f"SIGTERM (kill_timeout); pulumi config set shutdownGraceSeconds {limit}",
-        )
+    check_stop_grace(r, common, MAX_KILL_TIMEOUT_SECONDS, "Fly kills a machine (kill_timeout)")
     soft, hard = concurrency_limits(preset.cpus, scaling.concurrency)
     return Settings(
         service_name=app,
@@ -230,9 +224,13 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
 
 
 def deploy(name: str, cfg: StackConfig, spec: DeploymentSpec) -> pulumi.ComponentResource:
-    raise pulumi.RunError(
-        "reranker:target=fly is deployed with flyctl, not Pulumi: no maintained Pulumi provider for "
-        "Fly.io exists (the Python pulumi-flyio has had no release since 2025-03). Run "
-        f"`python scripts/fly_config.py --stack-file Pulumi.{cfg.stack}.yaml` to write fly.toml, then "
-        '`fly deploy` (README.md, "Fly.io").'
+    from infra.config_as_code import refuse_pulumi_up
+
+    refuse_pulumi_up(
+        cfg,
+        CONFIG_FILE,
+        "it is deployed with flyctl: no maintained Pulumi provider for Fly.io exists (the Python "
+        "pulumi-flyio has had no release since 2025-03)",
+        then="`fly deploy`",
+        readme="Fly.io",
     )

@@ -20,8 +20,8 @@ import pulumi
 
 from infra import sizing
 from infra.config import Key, StackConfig, _Reader, check_size, refuse_scaling
-from infra.spec import STOP_MARGIN_SECONDS, DeploymentSpec
-from infra.targets._base import dns_label
+from infra.spec import DeploymentSpec
+from infra.targets._base import check_stop_grace, dns_label
 
 NAME = "railway"
 CONFIG_FILE = "railway.json"  # what deploys this target (infra/railway_config.py renders it): not `pulumi up`
@@ -107,13 +107,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
             f"applies to railwayRestartPolicy=ON_FAILURE only (it is {policy}); "
             "pulumi config rm railwayRestartMaxRetries",
         )
-    limit = MAX_DRAINING_SECONDS - STOP_MARGIN_SECONDS
-    if common.shutdown_grace_seconds > limit:
-        r.problem(
-            "shutdownGraceSeconds",
-            f"={common.shutdown_grace_seconds}: Railway drains at most {MAX_DRAINING_SECONDS} s; "
-            f"pulumi config set shutdownGraceSeconds {limit}",
-        )
+    check_stop_grace(r, common, MAX_DRAINING_SECONDS, "Railway drains a deployment (drainingSeconds)")
     if common.build_target != DOCKERFILE_DEFAULT_STAGE:
         r.problem(
             "imageFlavour",
@@ -135,10 +129,12 @@ def parse(r: _Reader, common: StackConfig) -> Settings | None:
 
 
 def deploy(name: str, cfg: StackConfig, spec: DeploymentSpec) -> pulumi.ComponentResource:
-    raise pulumi.RunError(
-        "reranker:target=railway is deployed by Railway from railway.json, not by Pulumi: Railway has no "
-        "Pulumi provider. Run "
-        f"`python scripts/railway_config.py --stack-file Pulumi.{cfg.stack}.yaml` to write railway.json, "
-        "set the variables it prints (`--variables`), then `railway up` or push to the connected "
-        'repository (README.md, "Railway").'
+    from infra.config_as_code import refuse_pulumi_up
+
+    refuse_pulumi_up(
+        cfg,
+        CONFIG_FILE,
+        "Railway deploys it from railway.json: Railway has no Pulumi provider",
+        then="set the variables it prints (`--variables`), then `railway up` or push to the connected repository",
+        readme="Railway",
     )

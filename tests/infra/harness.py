@@ -48,7 +48,7 @@ EXAMPLES = ROOT / "infra" / "examples"
 AWS_ACCOUNT = "123456789012"
 
 
-def stack_path(stack: str) -> "Path":
+def stack_path(stack: str) -> Path:
     """Pulumi.<stack>.yaml at the root (the real stacks), else the example of that name."""
     path = ROOT / f"Pulumi.{stack}.yaml"
     return path if path.exists() else EXAMPLES / f"Pulumi.{stack}.yaml"
@@ -295,3 +295,28 @@ def strings_inside_secrets(value: Any, inside: bool = False) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in strings_inside_secrets(v, inside)]
     return [value] if inside and isinstance(value, str) else []
+
+
+def changed(overrides: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """`overrides` (set/secrets for run_stack) with `set` changes; a change to None removes that key."""
+    return {
+        "set": {**overrides.get("set", {}), **{k: v for k, v in changes.items() if v is not None}},
+        "secrets": dict(overrides.get("secrets", {})),
+        "remove": tuple(k for k, v in changes.items() if v is None),
+    }
+
+
+def check_generator_script(script: Path, generate, tmp_path: Path, name: str) -> None:
+    """A config-as-code generator script: `--check` fails on a stale file, a run rewrites it with what
+    generate() gives, and `--check` then passes."""
+    import subprocess
+    import sys
+
+    target = tmp_path / name
+    command = [sys.executable, str(script), "--output", str(target)]
+    stale = subprocess.run([*command, "--check"], capture_output=True, text=True, check=False)
+    assert stale.returncode == 1 and "out of date" in stale.stderr, stale.stderr
+    subprocess.run(command, capture_output=True, check=True)
+    assert target.read_text() == generate()
+    fresh = subprocess.run([*command, "--check"], capture_output=True, text=True, check=False)
+    assert fresh.returncode == 0, fresh.stderr

@@ -28,12 +28,7 @@ DEPLOYED = {
 
 
 def deployed(**changes) -> dict:
-    settings = {**DEPLOYED["set"], **{k: v for k, v in changes.items() if v is not None}}
-    return {
-        "set": settings,
-        "secrets": dict(DEPLOYED["secrets"]),
-        "remove": tuple(k for k, v in changes.items() if v is None),
-    }
+    return harness.changed(DEPLOYED, **changes)
 
 
 def service(run: harness.Run) -> dict:

@@ -122,12 +122,9 @@ def test_prices_grow_with_memory_from_the_preset_base():
 
 
 def test_the_script_rewrites_checks_and_prints_the_commands(tmp_path):
-    target = tmp_path / "fly.toml"
-    stale = subprocess.run([*SCRIPT, "--output", str(target), "--check"], capture_output=True, text=True)
-    assert stale.returncode == 1 and "out of date" in stale.stderr
-    assert subprocess.run([*SCRIPT, "--output", str(target)], capture_output=True).returncode == 0
-    assert target.read_text() == fly_config.generate()
-    assert subprocess.run([*SCRIPT, "--output", str(target), "--check"], capture_output=True).returncode == 0
+    harness.check_generator_script(
+        ROOT / "scripts" / "fly_config.py", fly_config.generate, tmp_path, "fly.toml"
+    )
     commands = subprocess.run([*SCRIPT, "--variables"], capture_output=True, text=True, check=True).stdout
     assert "fly secrets set --app my-reranker --stage 'RERANK_API_KEYS=<value>'" in commands
     assert "fly scale count 3 --app my-reranker" in commands

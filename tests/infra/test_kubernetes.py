@@ -41,10 +41,7 @@ DEPLOYED = {
 
 
 def deployed(**changes) -> dict:
-    """DEPLOYED plus `set` changes (a value of None removes the key)."""
-    settings = {**DEPLOYED["set"], **{k: v for k, v in changes.items() if v is not None}}
-    remove = tuple(k for k, v in changes.items() if v is None)
-    return {"set": settings, "secrets": dict(DEPLOYED["secrets"]), "remove": remove}
+    return harness.changed(DEPLOYED, **changes)
 
 
 def integral(value):
@@ -109,7 +106,9 @@ def test_the_example_declares_every_object_and_each_is_valid_for_kubernetes():
         assert outputs["url"] == "https://rerank.example.com"
         assert outputs["healthUrl"] == "https://rerank.example.com/api/health/"
         assert outputs["kubeNamespace"] == "reranker" and outputs["kubeAutoscaler"] == "hpa"
-        assert sorted(outputs["kubeObjects"]) == sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
+        assert sorted(outputs["kubeObjects"]) == sorted(
+            f"{o['kind']}/{o['metadata']['name']}" for o in objects
+        )
         assert outputs["imageName"] == "ghcr.io/acme/reranker:2.0.0"
 
     return run.settled(check)
@@ -425,7 +424,10 @@ REFUSED = {
     ),
     "kubeconfig contents in plain text": (
         {"kubeconfig": "apiVersion: v1\nclusters:\n- cluster: {}\n"},
-        ["reranker:kubeconfig holds a kubeconfig's contents", "pulumi config set --secret kubernetes:kubeconfig"],
+        [
+            "reranker:kubeconfig holds a kubeconfig's contents",
+            "pulumi config set --secret kubernetes:kubeconfig",
+        ],
     ),
     "a scaling range upside down": (
         {"minInstances": "4", "maxInstances": "2"},

@@ -98,12 +98,9 @@ def test_min_instances_zero_is_railway_app_sleeping(tmp_path):
 
 
 def test_the_script_rewrites_checks_and_prints_the_variables(tmp_path):
-    target = tmp_path / "railway.json"
-    stale = subprocess.run([*SCRIPT, "--output", str(target), "--check"], capture_output=True, text=True)
-    assert stale.returncode == 1 and "out of date" in stale.stderr
-    assert subprocess.run([*SCRIPT, "--output", str(target)], capture_output=True).returncode == 0
-    assert target.read_text() == railway_config.generate()
-    assert subprocess.run([*SCRIPT, "--output", str(target), "--check"], capture_output=True).returncode == 0
+    harness.check_generator_script(
+        ROOT / "scripts" / "railway_config.py", railway_config.generate, tmp_path, "railway.json"
+    )
     variables = subprocess.run([*SCRIPT, "--variables"], capture_output=True, text=True, check=True).stdout
     assert "--set ENVIRONMENT=production" in variables and "--set PORT=8000" in variables
     assert "--set 'RERANK_API_KEYS=<value>'" in variables  # a placeholder, never a value
