@@ -22,6 +22,13 @@ reads: `service_name` (the name of the service on the platform; the spec's name)
 platform whose stop window is shorter than the stack's setting lowers RERANK_SHUTDOWN_GRACE_S with it).
 A module may also define `RETIRED = {old_key: "what replaced it"}` for keys an earlier version read.
 
+Helpers for targets: `infra.config.check_size()` (pick from SIZES, refuse a size too small for
+infra/sizing.py and name the smallest that fits), `infra.config.refuse_scaling()` (the scaling keys a
+platform cannot honour), `infra.config.check_registry_image()`; `_image.publish()` (build the flavour's
+Dockerfile stage and push it, or take the pushed imageName); `_base.Deployment` (a ComponentResource whose
+`finish(url, extra_outputs)` sets url/health_url and registers the outputs); `_keys` (keys several
+targets read: `public`, `deletionProtection`).
+
 Modules are found by scanning this package: a new platform is a new file here, nothing else changes.
 Files starting with `_` are helpers, not targets.
 """

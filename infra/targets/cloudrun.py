@@ -138,7 +138,7 @@ def pick_size(r: _Reader, common: StackConfig) -> tuple[float, int]:
     memory = common.memory_mb if common.memory_explicit else sizing.round_up(max(needed, floor), 128)
     if memory > max_memory_mb(cpus):
         fitting = next((c for c in WHOLE_CPUS if max_memory_mb(c) >= memory), None)
-        if explicit_cpu or fitting is None or not common.memory_explicit:
+        if explicit_cpu or fitting is None:
             fix = f"pulumi config set cpus {fitting}" if fitting else "pulumi config set memoryMb 32768"
             r.problem(
                 "memoryMb",
@@ -204,7 +204,7 @@ def parse(r: _Reader, common: StackConfig) -> Settings:
         r.problem(
             "startPeriodSeconds",
             f"={common.start_period_seconds}: a Cloud Run startup probe can wait at most {MAX_STARTUP_SECONDS} s; "
-            f"pulumi config set startPeriodSeconds {MAX_STARTUP_SECONDS} (or use imageFlavour onnx: it starts faster)",
+            f"pulumi config set startPeriodSeconds {MAX_STARTUP_SECONDS}",
         )
     if not common.build_image:
         host = registry_host(common.image_name) or ""

@@ -11,11 +11,13 @@ to the Docker integration test.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import pulumi
+import pulumi_command as command
 import pulumi_docker as docker
 
 from infra.config import (
@@ -167,10 +169,6 @@ def container_args(
         "destroy_grace_seconds": spec.stop_grace_seconds,
         "capabilities": {"drops": list(CAP_DROP)},
         "security_opts": list(SECURITY_OPTS),
-        # pulumi-docker (5.2.0, the newest) has no PidsLimit: RLIMIT_NPROC caps the processes and threads
-        # of the container's user (uid 10001, which nothing else on a host normally runs as), which with
-        # every capability dropped the container cannot raise.
-        "ulimits": [{"name": "nproc", "soft": PIDS_LIMIT, "hard": PIDS_LIMIT}],
         "log_driver": "json-file",
         "log_opts": dict(LOG_OPTIONS),
     }
@@ -179,6 +177,12 @@ def container_args(
     if spec.cpus is not None:
         args["cpus"] = f"{spec.cpus:g}"
     return args
+
+
+def pids_limit_command(container_name: str, docker: str = "docker") -> str:
+    """pulumi-docker (5.2.0, the newest) has no PidsLimit argument: the program sets the container's
+    cgroup pids limit right after creating it, with the Docker CLI against the same engine."""
+    return shlex.join([docker, "update", "--pids-limit", str(PIDS_LIMIT), container_name])
 
 
 def dev_container_args(image: str, stack: str = "dev") -> dict[str, Any]:
@@ -199,10 +203,11 @@ def dev_container_args(image: str, stack: str = "dev") -> dict[str, Any]:
     )
 
 
-def docker_run_argv(args: dict[str, Any], docker: str = "docker") -> list[str]:
-    """`docker run --detach ...` with the same settings as `container_args()` (plain values only).
+def docker_run_argv(args: dict[str, Any], docker: str = "docker", pids_limit: int = PIDS_LIMIT) -> list[str]:
+    """`docker run --detach ...` with the same settings as `container_args()` (plain values only) plus
+    the pids limit that `pids_limit_command()` applies to the Pulumi-created container.
 
-    Equivalent to what the Pulumi provider creates, except `wait`/`wait_timeout`: the caller polls
+    Equivalent to what the Pulumi program creates, except `wait`/`wait_timeout`: the caller polls
     `docker inspect -f '{{.State.Health.Status}}'` for up to `args["wait_timeout"]` seconds.
     """
     health = args["healthcheck"]
@@ -222,8 +227,7 @@ def docker_run_argv(args: dict[str, Any], docker: str = "docker") -> list[str]:
         argv += ["--cap-drop", capability]
     for option in args["security_opts"]:
         argv += ["--security-opt", option]
-    for limit in args["ulimits"]:
-        argv += ["--ulimit", f"{limit['name']}={limit['soft']}:{limit['hard']}"]
+    argv += ["--pids-limit", str(pids_limit)]
     argv += ["--log-driver", args["log_driver"]]
     for key, value in args["log_opts"].items():
         argv += ["--log-opt", f"{key}={value}"]
@@ -311,8 +315,16 @@ class DockerDeployment(Deployment):
                 additional_secret_outputs=["envs"],
             ),
         )
+        # The pids limit pulumi-docker cannot set (re-applied whenever the container is replaced).
+        limited = command.local.Command(
+            f"{name}-pids-limit",
+            create=pids_limit_command(spec.name),
+            environment={"DOCKER_HOST": settings.docker_host} if settings.docker_host else None,
+            triggers=[self.container.id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.container]),
+        )
         base = f"http://{settings.public_host}:{settings.host_port}"
-        self.finish(self.container.id.apply(lambda _: base))
+        self.finish(pulumi.Output.all(self.container.id, limited.stdout).apply(lambda _: base))
 
 
 def deploy(name: str, cfg: StackConfig, spec: DeploymentSpec) -> DockerDeployment:

@@ -1,10 +1,12 @@
 """The dev stack's container, for real: the exact arguments the Pulumi program gives `docker.Container`
-(env, health check, memory, user, read-only root, port) run on the local engine with the image built from
+(env, health check, memory, user, read-only root, dropped capabilities, no-new-privileges, pids limit,
+port) run on the local engine with the image built from
 the Dockerfile (JinaBERT-shaped test model), then `scripts/smoke_test.py` against it. Green only if the
 container turns healthy under that memory limit, as `pulumi up` (wait=True) requires."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.spec import PIDS_LIMIT
 from infra.targets.docker import dev_container_args, docker_run_argv
 from tests.image.engine import docker
 from tests.service.conftest import free_port
@@ -61,5 +64,10 @@ def test_dev_stack_container_turns_healthy_and_passes_the_smoke_test(build_test_
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
         state = docker("inspect", "-f", "{{.State.OOMKilled}} {{.RestartCount}}", args["name"]).stdout.split()
         assert state == ["false", "0"], f"OOMKilled / restarts: {state}"
+        # The hardening the docker target applies (what served the smoke test above).
+        host = json.loads(docker("inspect", "-f", "{{json .HostConfig}}", args["name"]).stdout)
+        assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges:true"]
+        assert host["PidsLimit"] == PIDS_LIMIT and host["ReadonlyRootfs"] is True
+        assert host["Memory"] == args["memory"] * 1024 * 1024
     finally:
         docker("rm", "--force", args["name"], check=False)

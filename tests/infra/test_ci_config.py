@@ -99,5 +99,10 @@ def test_every_targets_keys_are_in_the_ci_list(tmp_path):
         text=True,
         check=True,
     )
-    for line in ("RERANKER_API_KEYS", "reranker:apiKeys (secret)", "RERANKER_AWS_REGION", "RERANKER_RENDER_OWNER_ID"):
+    for line in (
+        "RERANKER_API_KEYS",
+        "reranker:apiKeys (secret)",
+        "RERANKER_AWS_REGION",
+        "RERANKER_RENDER_OWNER_ID",
+    ):
         assert line in result.stdout

@@ -63,7 +63,9 @@ def test_dev_builds_the_dockerfile_and_runs_it_locally_with_1gb_and_one_worker()
     run = harness.run_stack("dev")
 
     def check(outputs):
-        assert sorted(run.types()) == sorted([IMAGE, CONTAINER, "reranker:targets:DockerDeployment"])
+        assert sorted(run.types()) == sorted(
+            [IMAGE, CONTAINER, "command:local:Command", "reranker:targets:DockerDeployment"]
+        )
         image = run.one(IMAGE).inputs
         assert image["imageName"] == "reranker:dev"
         assert image["skipPush"] is True
@@ -173,6 +175,8 @@ def test_dev_on_a_remote_host_pushes_the_image_and_pulls_it_there_with_secret_cr
         assert container.inputs["image"] == PULLED_ID
         assert container.provider == pulled.provider
         assert container.inputs["ports"][0]["ip"] == "0.0.0.0"
+        limit = run.one("command:local:Command").inputs  # the pids limit, set on the remote engine
+        assert limit["environment"] == {"DOCKER_HOST": "ssh://deploy@203.0.113.10"}
         assert outputs["url"] == "http://203.0.113.10:8000"
         assert_no_secret_in_clear(run)
 

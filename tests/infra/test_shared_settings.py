@@ -128,8 +128,12 @@ def test_the_docker_container_drops_every_capability_and_caps_processes():
         inputs = run.one(CONTAINER).inputs
         assert inputs["capabilities"] == {"drops": ["ALL"]}
         assert inputs["securityOpts"] == ["no-new-privileges:true"]
-        assert inputs["ulimits"] == [{"name": "nproc", "soft": 512, "hard": 512}]
         assert inputs["stopSignal"] == "SIGTERM" and inputs["stopTimeout"] == 35
+        # pulumi-docker has no PidsLimit: the program applies it to the container it just created.
+        limit = run.one("command:local:Command").inputs
+        assert limit["create"] == "docker update --pids-limit 512 reranker-dev"
+        assert "environment" not in limit  # the local engine
+        assert limit["triggers"] == [run.one(CONTAINER).name + "-id"]
 
     return run.settled(check)
 

@@ -102,7 +102,7 @@ def test_docker_run_argv_carries_every_setting():
     assert value("--restart") == "unless-stopped"
     assert "--read-only" in argv and value("--tmpfs").startswith("/tmp:")
     assert value("--cap-drop") == "ALL" and value("--security-opt") == "no-new-privileges:true"
-    assert value("--ulimit") == "nproc=512:512"  # the process cap (pulumi-docker has no PidsLimit)
+    assert value("--pids-limit") == "512"  # what the program's `docker update` sets after creating it
     assert (
         value("--stop-signal") == "SIGTERM" and value("--stop-timeout") == str(args["stop_timeout"]) == "35"
     )
