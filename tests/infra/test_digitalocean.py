@@ -278,3 +278,11 @@ def test_the_readme_states_every_size_with_its_list_price_and_the_date():
         assert row is not None, f"{size.name} is missing from the README's App Platform table"
         assert f"${size.usd_per_month:g} / month" in row
     assert f"as recorded on {do_target.PRICES_AS_OF}" in readme
+
+
+def test_a_missing_required_secret_is_refused_with_the_command_that_sets_it():
+    message = harness.refusal(
+        "digitalocean", set=DEPLOYED["set"], secrets={"registryPassword": FAKE_SECRETS["registryPassword"]}
+    )
+    assert "reranker:apiKeys (RERANK_API_KEYS) is required by stack digitalocean but not set" in message
+    assert "pulumi config set --secret apiKeys" in message

@@ -448,7 +448,8 @@ def test_production_without_any_authentication_is_refused():
     message = harness.refusal(
         "kubernetes", set=DEPLOYED["set"], secrets={"registryPassword": FAKE_SECRETS["registryPassword"]}
     )
-    assert "apiKeys" in message
+    assert "reranker:apiKeys (RERANK_API_KEYS) is required by stack kubernetes but not set" in message
+    assert "pulumi config set --secret apiKeys" in message
 
 
 def test_startup_probe_threshold_rounds_the_start_period_up():
