@@ -21,6 +21,8 @@ from tests.infra.harness import BUILT_DIGEST, FAKE_SECRETS, MOCK_SUFFIX, plain, 
 
 # The newest Kubernetes version whose schemas kubernetes-validate ships (requirements/dev.txt pins it).
 K8S_VERSION = kubernetes_validate.latest_version()
+# The oldest the README promises (the preStop `sleep` action is on by default from 1.30).
+K8S_MINIMUM = "1.30"
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SECRET = "kubernetes:core/v1:Secret"
@@ -66,11 +68,11 @@ def manifests(run: harness.Run) -> list[dict]:
     return list(yaml.safe_load_all(text))
 
 
-def validate_all(objects: list[dict]) -> list[str]:
+def validate_all(objects: list[dict], version: str = K8S_VERSION) -> list[str]:
     kinds = []
     for obj in objects:
         try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+            kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as error:
             path = "/".join(str(p) for p in error.absolute_path)
             raise AssertionError(
@@ -478,5 +480,17 @@ def test_the_schema_check_rejects_what_a_cluster_would():
         hpa["spec"]["minReplicas"] = "two"
         with pytest.raises(AssertionError, match="minReplicas"):
             validate_all([hpa])
+
+    return run.settled(check)
+
+
+@pulumi.runtime.test
+def test_the_objects_are_also_valid_for_the_oldest_kubernetes_the_readme_names():
+    """(1.29's schema has the preStop `sleep` field too, but behind an alpha feature gate: 1.30 turns it on.)"""
+    run = harness.run_example("kubernetes", **DEPLOYED)
+
+    def check(_):
+        validate_all(manifests(run), K8S_MINIMUM)
+        assert f"Kubernetes {K8S_MINIMUM} or later" in (harness.ROOT / "README.md").read_text()
 
     return run.settled(check)
