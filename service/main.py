@@ -24,9 +24,10 @@ logger = logging.getLogger("service.main")
 
 
 def preflight(settings: Settings) -> None:
-    """Fail startup at once, with the fix in the message, when production has no model on disk."""
-    if settings.is_production:
-        read_model_config(ModelSource.from_settings(settings), local_files_only=True)
+    """Fail startup at once, with the fix in the message, when the model cannot be had: a RERANK_MODEL_PATH
+    that is not a model directory, production without the model on disk, or (development) a Hub that cannot
+    be reached for a model that is not in the cache."""
+    read_model_config(ModelSource.from_settings(settings), local_files_only=settings.is_production)
 
 
 def create_app(settings: Settings | None = None, *, loader: EngineLoader = build_engine,
