@@ -13,6 +13,7 @@ from service import __version__
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimitMiddleware
 from service.api.routes import cohere, health, info, tei
+from service.api.routes.docs import install_docs
 from service.engine.factory import LoadedEngine, build_engine
 from service.logging_config import configure_logging
 from service.metrics import Metrics, RequestMetricsMiddleware
@@ -52,8 +53,9 @@ def create_app(settings: Settings | None = None, *, loader: EngineLoader = build
         yield
         state.stop()
 
-    app = FastAPI(title="Reranker", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="Reranker", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Cross-encoder reranking with Jina/Cohere v1, Cohere v2 and TEI-compatible APIs.")
+    install_docs(app)  # /docs and /redoc with their assets served from here (no CDN)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.engine_state = state
