@@ -13,16 +13,27 @@ PULUMI_STATE_DIR ?= $(CURDIR)/.pulumi-state
 export PULUMI_CONFIG_PASSPHRASE ?= reranker-local-dev
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# A Pulumi CLI on PATH wins; otherwise scripts/install_pulumi.sh puts the pinned one here.
+TOOLS_DIR := $(CURDIR)/.tools
+export PATH := $(PATH):$(TOOLS_DIR)/pulumi
 
-.PHONY: help install test test-fast test-image up down preview bench image lint clean
+.PHONY: help install test test-fast test-image up down preview prerequisites bench image lint clean
 
 help:
-	@echo "make up         deploy the reranker on the local Docker engine (Pulumi stack '$(STACK)')"
-	@echo "make test       install everything and run all tests (image tests need a Docker engine)"
-	@echo "make test-fast  the tests that need no Docker engine"
-	@echo "make bench      benchmark this service against the seed-style server and Infinity"
-	@echo "make image      build the production image (real model from the Hub, CPU torch)"
-	@echo "make down       destroy the '$(STACK)' stack"
+	@echo "make up            deploy the reranker on the local Docker engine (Pulumi stack '$(STACK)'); checks Docker"
+	@echo "                   and the Pulumi CLI first (installs the pinned CLI into .tools/ if it is missing)"
+	@echo "make down          destroy the '$(STACK)' stack"
+	@echo "make preview       pulumi preview of the '$(STACK)' stack (STACK=prod for production)"
+	@echo "make install       create .venv and install requirements/dev.txt (Python 3.11)"
+	@echo "make test          install everything and run all tests (image tests need a Docker engine)"
+	@echo "make test-fast     the tests that need no Docker engine"
+	@echo "make test-image    only the Docker image tests"
+	@echo "make lint          hadolint the Dockerfile"
+	@echo "make bench         benchmark this service against the seed-style server and Infinity (BENCH_ARGS=...)"
+	@echo "make image         build the production image (real model from the Hub, CPU torch)"
+	@echo "make prerequisites check Docker and the Pulumi CLI (what make up/preview/down do first)"
+	@echo "make clean         remove .venv, .tools and .pytest_cache"
+	@echo "make help          this list"
 
 install: $(VENV)/.installed
 
@@ -43,25 +54,29 @@ test-fast: install
 test-image: install
 	$(PY) -m pytest -m image $(PYTEST_ARGS)
 
-define require_pulumi
-	@command -v pulumi >/dev/null || { echo "error: the Pulumi CLI is not installed: see https://www.pulumi.com/docs/install/ (curl -fsSL https://get.pulumi.com | sh)" >&2; exit 1; }
-	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "error: no Docker engine is reachable: install Docker and start it (docker info must work)" >&2; exit 1; }
+prerequisites:
+	@bash scripts/check_prerequisites.sh
+
+# Prerequisites first, then .venv (`make` would otherwise install 1.7 GB before finding Pulumi missing).
+define pulumi_stack
+	@bash scripts/check_prerequisites.sh
+	@$(MAKE) --no-print-directory install
 	@mkdir -p $(PULUMI_STATE_DIR)
 	pulumi login file://$(PULUMI_STATE_DIR) >/dev/null
 	pulumi stack select $(STACK) 2>/dev/null || pulumi stack init $(STACK)
 endef
 
-up: install
-	$(require_pulumi)
+up:
+	$(pulumi_stack)
 	pulumi up --yes --stack $(STACK)
 	pulumi stack output --stack $(STACK)
 
-preview: install
-	$(require_pulumi)
+preview:
+	$(pulumi_stack)
 	pulumi preview --stack $(STACK)
 
-down: install
-	$(require_pulumi)
+down:
+	$(pulumi_stack)
 	pulumi destroy --yes --stack $(STACK)
 
 bench: install
@@ -74,4 +89,4 @@ lint: install
 	$(VENV)/bin/hadolint Dockerfile
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TOOLS_DIR) .pytest_cache

@@ -1,10 +1,11 @@
 """Smoke test of a deployed reranker: health, then one rerank request (scripts/smoke_test.py).
 
-While the service starts (connection refused, timeouts, 5xx, 503 until the model is warm) it retries
-until a deadline. A wrong answer from a running service fails at once: a health body other than
+While the service starts (timeouts, 5xx, 503 until the model is warm) it retries until a deadline (300 s).
+Connection refused is different: a platform that is still starting the container may refuse for a moment,
+but a URL where nothing listens at all fails after a short grace period (30 s) with that reason. A wrong answer from a running service fails at once: a health body other than
 exactly {"status": "healthy", "version": "2.0.0"}, or rerank results that are malformed or unsorted.
 `--expect-ranking` adds a sanity check for the real model: the obviously relevant document wins.
-Stdlib only, so it runs anywhere Python does.
+The API key comes from `--api-key` or RERANK_API_KEY. Stdlib only, so it runs anywhere Python does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -41,6 +43,10 @@ class SmokeFailure(Exception):
 class NotReady(Exception):
     """The deployment is not answering properly yet: retry until the deadline."""
 
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused  # nothing accepted the connection (as opposed to: something answered badly)
+
 
 @dataclass
 class Response:
@@ -63,7 +69,7 @@ def _request(method: str, url: str, payload: Any, api_key: str | None, timeout: 
         return Response(exc.code, exc.read())
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise NotReady(f"{method} {url}: {reason}") from None
+        raise NotReady(f"{method} {url}: {reason}", refused=isinstance(reason, ConnectionRefusedError)) from None
 
 
 def _json(response: Response, what: str) -> Any:
@@ -144,21 +150,31 @@ def run(
     expect_ranking: bool = False,
     deadline_seconds: float = 300,
     interval_seconds: float = 3,
+    refused_grace_seconds: float = 30,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """Check the deployment, retrying while it is not ready; returns a one-line summary.
 
-    Raises SmokeFailure for a wrong answer, or when the deadline passes (with the last reason)."""
+    Raises SmokeFailure for a wrong answer, when the deadline passes (with the last reason), or when every
+    connection was refused for `refused_grace_seconds` (nothing listens at that URL)."""
     base_url = base_url.rstrip("/")
-    give_up_at = clock() + deadline_seconds
+    started = clock()
+    give_up_at = started + deadline_seconds
     attempts = 0
+    answered = False  # has anything ever accepted a connection?
     while True:
         attempts += 1
         try:
             check_health(base_url, api_key=api_key)
             results = check_rerank(base_url, api_key=api_key, expect_ranking=expect_ranking)
         except NotReady as exc:
+            answered = answered or not exc.refused
+            if not answered and clock() - started >= refused_grace_seconds:
+                raise SmokeFailure(
+                    f"nothing is listening at {base_url}: connection refused for {refused_grace_seconds:g}s "
+                    f"({attempts} attempts; last: {exc}). Check the URL and that the service is running."
+                ) from None
             if clock() + interval_seconds > give_up_at:
                 raise SmokeFailure(
                     f"not ready after {deadline_seconds:g}s ({attempts} attempts): {exc}"
@@ -176,7 +192,11 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Smoke-test a deployed reranker.")
     parser.add_argument("url", help="base URL, e.g. https://reranker-prod.onrender.com")
-    parser.add_argument("--api-key", help="sent as `Authorization: Bearer <key>`")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("RERANK_API_KEY") or None,
+        help="sent as `Authorization: Bearer <key>` (default: RERANK_API_KEY)",
+    )
     parser.add_argument(
         "--expect-ranking", action="store_true", help="the real model must rank the relevant document first"
     )
@@ -184,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         "--deadline", type=float, default=300, help="seconds to keep retrying while it starts (300)"
     )
     parser.add_argument("--interval", type=float, default=3, help="seconds between attempts (3)")
+    parser.add_argument(
+        "--refused-grace",
+        type=float,
+        default=30,
+        help="seconds of nothing but `connection refused` before giving up (30)",
+    )
     args = parser.parse_args(argv)
     try:
         summary = run(
@@ -192,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             expect_ranking=args.expect_ranking,
             deadline_seconds=args.deadline,
             interval_seconds=args.interval,
+            refused_grace_seconds=args.refused_grace,
         )
     except SmokeFailure as exc:
         print("FAIL: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the server sent

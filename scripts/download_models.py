@@ -27,6 +27,7 @@ from service.model_download import (  # noqa: E402
     resolve_project_path,
 )
 from service.model_store import hf_cache_dir  # noqa: E402
+from service.hub import report_to_stderr  # noqa: E402
 from service.settings import SettingsError  # noqa: E402
 
 
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         "(default: RERANK_LOCAL_DIR)",
     )
     args = parser.parse_args(argv)
+    report_to_stderr()  # what the Hub is waited for, and for how long
 
     try:
         prepared = prepare_model(
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             revision=args.revision,
             local_dir=args.local_dir,
             max_length=settings.rerank_max_length,
+            timeouts=settings.hub_timeouts,
         )
     except ModelNotAvailableError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -24,6 +24,7 @@ from service.model_download import (  # noqa: E402
     prepare_model,
     resolve_project_path,
 )
+from service.hub import report_to_stderr  # noqa: E402
 from service.settings import SettingsError  # noqa: E402
 
 DEFAULT_OUTPUT_DIR = "models/jina-reranker-v1-tiny-en"
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_model_arguments(parser, settings)
     args = parser.parse_args(argv)
+    report_to_stderr()  # what the Hub is waited for, and for how long
 
     try:
         prepared = prepare_model(
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             revision=args.revision,
             local_dir=args.output_dir,
             max_length=settings.rerank_max_length,
+            timeouts=settings.hub_timeouts,
         )
     except ModelNotAvailableError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Smoke-test a deployed reranker: scripts/smoke_test.py URL [--api-key KEY] [--expect-ranking].
 
-Exit 0 when healthy and ranking well-formed results; 1 with a one-line reason. Logic: infra/smoke.py.
+The key defaults to RERANK_API_KEY. Exit 0 when healthy and ranking well-formed results; 1 with a one-line
+reason (after 30 s of `connection refused` when nothing listens; up to 300 s while it starts). Logic:
+infra/smoke.py.
 """
 
 import sys

@@ -13,6 +13,7 @@ from service import __version__
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimitMiddleware
 from service.api.routes import cohere, health, info, tei
+from service.api.routes.docs import install_docs
 from service.engine.factory import LoadedEngine, build_engine
 from service.logging_config import configure_logging
 from service.metrics import Metrics, RequestMetricsMiddleware
@@ -24,9 +25,10 @@ logger = logging.getLogger("service.main")
 
 
 def preflight(settings: Settings) -> None:
-    """Fail startup at once, with the fix in the message, when production has no model on disk."""
-    if settings.is_production:
-        read_model_config(ModelSource.from_settings(settings), local_files_only=True)
+    """Fail startup at once, with the fix in the message, when the model cannot be had: a RERANK_MODEL_PATH
+    that is not a model directory, production without the model on disk, or (development) a Hub that cannot
+    be reached for a model that is not in the cache."""
+    read_model_config(ModelSource.from_settings(settings), local_files_only=settings.is_production)
 
 
 def create_app(settings: Settings | None = None, *, loader: EngineLoader = build_engine,
@@ -51,8 +53,9 @@ def create_app(settings: Settings | None = None, *, loader: EngineLoader = build
         yield
         state.stop()
 
-    app = FastAPI(title="Reranker", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="Reranker", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Cross-encoder reranking with Jina/Cohere v1, Cohere v2 and TEI-compatible APIs.")
+    install_docs(app)  # /docs and /redoc with their assets served from here (no CDN)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.engine_state = state

@@ -36,6 +36,8 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from service import hub
+from service.hub import LOCAL_SAVE_COMMAND, HubTimeouts, hub_failure_message  # noqa: F401 - re-exported
 from service.model_store import ModelNotAvailableError, ModelSource
 from service.settings import PROJECT_ROOT, Settings, SettingsError
 
@@ -57,7 +59,6 @@ WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 # Files that may carry an `auto_map` pointing at remote code.
 AUTO_MAP_FILES = ("config.json", "tokenizer_config.json")
 
-LOCAL_SAVE_COMMAND = "python scripts/download_reranker_local.py --model {model} --output-dir DIR"
 
 
 class ModelDownloadError(ModelNotAvailableError):
@@ -111,17 +112,17 @@ def resolve_project_path(value: str | os.PathLike[str]) -> Path:
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
 
-def source_from_spec(spec: str, revision: str | None = None) -> ModelSource:
+def source_from_spec(spec: str, revision: str | None = None, timeouts: HubTimeouts = HubTimeouts()) -> ModelSource:
     """`spec` is a Hub model id (`org/name`) or an existing local directory (which wins)."""
     candidate = Path(spec).expanduser()
     if candidate.is_dir():
-        return ModelSource(model_id=candidate.resolve().name, path=candidate.resolve())
+        return ModelSource(model_id=candidate.resolve().name, path=candidate.resolve(), timeouts=timeouts)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec:
         raise ModelDownloadError(
             f"{spec} is not a directory (and not a Hugging Face model id like org/name). "
             f"Pass an existing model directory or a model id."
         )
-    return ModelSource(model_id=spec, revision=revision or None)
+    return ModelSource(model_id=spec, revision=revision or None, timeouts=timeouts)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -221,55 +222,16 @@ class CachedModel:
         return self.snapshot.name
 
 
-def hub_failure_message(what: str, exc: BaseException, *, model_id: str) -> str:
-    """Why `what` (for the model `model_id`) could not be fetched, and what the user can do about it."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
-
-    cause = exc.__cause__ or exc
-    endpoint = constants.ENDPOINT
-    if isinstance(cause, GatedRepoError):
-        return (
-            f"{what} is gated on the Hugging Face Hub: accept its terms on the model page, then set "
-            f"HF_TOKEN to a token of that account."
-        )
-    if isinstance(cause, RepositoryNotFoundError):
-        return (
-            f"{what} was not found on the Hugging Face Hub ({endpoint}). Check the model id; if the "
-            f"repository is private, set HF_TOKEN."
-        )
-    if isinstance(cause, RevisionNotFoundError):
-        return f"{what}: that revision does not exist on the Hugging Face Hub. Check --revision."
-    if constants.HF_HUB_OFFLINE:
-        return (
-            f"{what} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
-            f"forbids downloading it. Unset HF_HUB_OFFLINE, or point HF_HOME at a cache that has it."
-        )
-    return (
-        f"Could not download {what} from the Hugging Face Hub at {endpoint} ({_short_reason(cause)}). "
-        f"Things to try: check the network, or set a proxy (HTTPS_PROXY=http://proxy:port); set HF_TOKEN "
-        f"if the Hub answers 401/403 or rate-limits you; check HF_ENDPOINT if you use a mirror; or, on a "
-        f"machine that can reach the Hub, run `{LOCAL_SAVE_COMMAND.format(model=model_id)}`, copy DIR here "
-        f"and set RERANK_MODEL_PATH=DIR."
-    )
-
-
-def _short_reason(exc: BaseException) -> str:
-    """`ConnectionError: [Errno 111] Connection refused` rather than three nested reprs."""
-    text = str(exc)
-    errno = re.search(r"\[Errno -?\d+\][^'\"()]*", text)
-    if errno:
-        text = errno.group(0).strip()
-    elif len(text) > 200:
-        text = text[:200] + "..."
-    return f"{type(exc).__name__}: {text}"
-
-
-def _snapshot(repo_id: str, revision: str | None, what: str, *, model_id: str, **kwargs: Any) -> Path:
+def _snapshot(repo_id: str, revision: str | None, what: str, *, model_id: str, timeouts: HubTimeouts,
+              **kwargs: Any) -> Path:
+    """`snapshot_download` with every wait bounded: the Hub is asked once first (announced, no retries); if it
+    cannot be reached, the process goes offline and this is the cached snapshot or a clear error."""
     import requests
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    hub.bound_waits(timeouts)
+    hub.check_reachable(repo_id, revision, timeouts)
     try:
         return Path(snapshot_download(repo_id, revision=revision, **kwargs))
     except (LocalEntryNotFoundError, HfHubHTTPError, requests.RequestException, OSError, ValueError) as exc:
@@ -284,7 +246,7 @@ def _has_weights(directory: Path) -> bool:
     )
 
 
-def fetch_to_cache(model_id: str, revision: str | None = None) -> CachedModel:
+def fetch_to_cache(model_id: str, revision: str | None = None, timeouts: HubTimeouts = HubTimeouts()) -> CachedModel:
     """Download `model_id` (at `revision`) and the remote-code repositories its auto_map names into the
     Hugging Face cache. Uses what the cache already has when the Hub cannot be reached or HF_HUB_OFFLINE=1.
 
@@ -294,11 +256,12 @@ def fetch_to_cache(model_id: str, revision: str | None = None) -> CachedModel:
     """
     label = model_id + (f"@{revision}" if revision else "")
     snapshot = _snapshot(
-        model_id, revision, label, model_id=model_id, ignore_patterns=[*IGNORED_FILES, LEGACY_WEIGHTS]
+        model_id, revision, label, model_id=model_id, timeouts=timeouts,
+        ignore_patterns=[*IGNORED_FILES, LEGACY_WEIGHTS],
     )
     if not _has_weights(snapshot):  # the repository ships pytorch_model.bin only
         snapshot = _snapshot(
-            model_id, revision, label, model_id=model_id, ignore_patterns=list(IGNORED_FILES)
+            model_id, revision, label, model_id=model_id, timeouts=timeouts, ignore_patterns=list(IGNORED_FILES)
         )
     if not (snapshot / "config.json").is_file() or not _has_weights(snapshot):
         raise ModelDownloadError(
@@ -307,9 +270,11 @@ def fetch_to_cache(model_id: str, revision: str | None = None) -> CachedModel:
             f"retry)."
         )
     code_snapshots = {
-        repo: fetch_code_repo(repo, for_model=model_id) for repo in code_repos_of_directory(snapshot)
+        repo: fetch_code_repo(repo, for_model=model_id, timeouts=timeouts)
+        for repo in code_repos_of_directory(snapshot)
     }
-    return CachedModel(ModelSource(model_id=model_id, revision=revision), snapshot, code_snapshots)
+    return CachedModel(ModelSource(model_id=model_id, revision=revision, timeouts=timeouts), snapshot,
+                       code_snapshots)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -357,11 +322,11 @@ def save_to_directory(source: ModelSource, output_dir: Path) -> SavedModel:
             raise ModelDownloadError(f"{source.path} has no config.json: it is not a model directory.")
         origin = source.path
         code_dirs = {
-            repo: fetch_code_repo(repo, for_model=str(source.path))
+            repo: fetch_code_repo(repo, for_model=str(source.path), timeouts=source.timeouts)
             for repo in code_repos_of_directory(source.path)
         }
     else:
-        cached = fetch_to_cache(source.model_id, source.revision)
+        cached = fetch_to_cache(source.model_id, source.revision, source.timeouts)
         origin, code_dirs, commit = cached.snapshot, cached.code_snapshots, cached.commit
 
     _check_replaceable(output_dir)
@@ -382,13 +347,14 @@ def save_to_directory(source: ModelSource, output_dir: Path) -> SavedModel:
     return SavedModel(output_dir, tuple(sorted(code_dirs)), commit)
 
 
-def fetch_code_repo(repo_id: str, *, for_model: str) -> Path:
+def fetch_code_repo(repo_id: str, *, for_model: str, timeouts: HubTimeouts = HubTimeouts()) -> Path:
     """The files of a remote-code repository (from the cache, or downloaded)."""
     return _snapshot(
         repo_id,
         None,
         f"{repo_id} (remote code named by {for_model}'s auto_map)",
         model_id=for_model,
+        timeouts=timeouts,
         allow_patterns=["*.py"],
     )
 
@@ -521,7 +487,8 @@ def display_path(path: Path) -> str:
 
 
 def prepare_model(
-    spec: str, *, revision: str | None = None, local_dir: Path | None = None, max_length: int = 512
+    spec: str, *, revision: str | None = None, local_dir: Path | None = None, max_length: int = 512,
+    timeouts: HubTimeouts = HubTimeouts(),
 ) -> PreparedModel:
     """Get `spec` (a Hub id or a local directory) onto disk and prove it loads offline.
 
@@ -529,14 +496,14 @@ def prepare_model(
     * otherwise a Hub id goes into the Hugging Face cache (with its remote-code repositories), and a local
       directory is only verified where it is.
     """
-    source = source_from_spec(spec, revision)
+    source = source_from_spec(spec, revision, timeouts)
     if local_dir is not None:
         saved = save_to_directory(source, local_dir)
-        target = ModelSource(model_id=source.model_id, path=saved.path, revision=source.revision)
+        target = ModelSource(model_id=source.model_id, path=saved.path, revision=source.revision, timeouts=timeouts)
         code_repos, commit = saved.code_repos, saved.commit
     elif source.path is not None:
         target, code_repos, commit = source, tuple(code_repos_of_directory(source.path)), None
     else:
-        cached = fetch_to_cache(source.model_id, source.revision)
+        cached = fetch_to_cache(source.model_id, source.revision, timeouts)
         target, code_repos, commit = cached.source, tuple(cached.code_snapshots), cached.commit
     return PreparedModel(target, verify_offline(target, max_length=max_length), code_repos, commit)

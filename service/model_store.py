@@ -11,9 +11,12 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from service import hub
+from service.hub import HubTimeouts
 
 if TYPE_CHECKING:  # importing sentence-transformers costs seconds; keep it out of light imports
     from sentence_transformers import CrossEncoder
@@ -23,6 +26,8 @@ if TYPE_CHECKING:  # importing sentence-transformers costs seconds; keep it out 
 logger = logging.getLogger("service.model")
 
 DOWNLOAD_COMMAND = "python scripts/download_models.py --model {model}"
+LOCAL_DIR_COMMAND = "python scripts/download_reranker_local.py --output-dir {path}"
+PRODUCTION_NEVER_DOWNLOADS = "ENVIRONMENT=production never downloads"
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -36,11 +41,12 @@ class ModelSource:
     model_id: str
     path: Path | None = None
     revision: str | None = None
+    timeouts: HubTimeouts = field(default_factory=HubTimeouts, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelSource:
         return cls(model_id=settings.rerank_model, path=settings.model_path,
-                   revision=settings.rerank_model_revision)
+                   revision=settings.rerank_model_revision, timeouts=settings.hub_timeouts)
 
     @property
     def name_or_path(self) -> str:
@@ -51,37 +57,65 @@ class ModelSource:
         return str(self.path) if self.path else self.model_id
 
 
+def check_model_directory(path: Path) -> None:
+    """The same words for a missing folder and for a folder that is not a model, in every environment."""
+    if not path.is_dir():
+        raise ModelNotAvailableError(
+            f"RERANK_MODEL_PATH={path} does not exist"
+            f"{' (it is a file)' if path.exists() else ''}: it must be a model directory. "
+            f"Create one with: {LOCAL_DIR_COMMAND.format(path=path)}"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelNotAvailableError(
+            f"RERANK_MODEL_PATH={path} has no config.json: it is not a model directory. "
+            f"Create one with: {LOCAL_DIR_COMMAND.format(path=path)}"
+        )
+
+
 def read_model_config(source: ModelSource, *, local_files_only: bool) -> dict[str, Any]:
-    """The model's config.json as a dict (from the directory, or from the Hub cache / Hub)."""
+    """The model's config.json as a dict (from the directory, or from the Hub cache / Hub).
+
+    Allowed to download (development): the Hub is asked once first, with a bounded wait; if it cannot be
+    reached, this process goes offline and uses the Hugging Face cache."""
     if source.path is not None:
+        check_model_directory(source.path)
         config_file = source.path / "config.json"
-        if not config_file.is_file():
-            raise ModelNotAvailableError(
-                f"RERANK_MODEL_PATH={source.path} has no config.json: it is not a model directory. "
-                f"Create one with: python scripts/download_reranker_local.py --output-dir {source.path}"
-            )
     else:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+        hub.bound_waits(source.timeouts)
+        if not local_files_only:
+            hub.check_reachable(source.model_id, source.revision, source.timeouts)
         try:
             config_file = Path(hf_hub_download(source.model_id, "config.json", revision=source.revision,
-                                               local_files_only=local_files_only))
-        except LocalEntryNotFoundError:
-            raise ModelNotAvailableError(missing_model_message(source)) from None
+                                               local_files_only=local_files_only or hub.is_offline()))
+        except LocalEntryNotFoundError as exc:
+            raise ModelNotAvailableError(not_on_disk_message(source, exc, local_files_only=local_files_only)) \
+                from None
         except (HfHubHTTPError, OSError) as exc:
             raise ModelNotAvailableError(
-                f"Could not fetch {source.model_id} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
-                f"Check the network/proxy (HTTPS_PROXY) and HF_TOKEN, or pre-download it elsewhere with "
-                f"{DOWNLOAD_COMMAND.format(model=source.model_id)} and copy HF_HOME over."
-            ) from None
+                hub.hub_failure_message(source.model_id, exc, model_id=source.model_id)) from None
     return json.loads(config_file.read_text(encoding="utf-8"))
 
 
-def missing_model_message(source: ModelSource) -> str:
+def not_on_disk_message(source: ModelSource, exc: BaseException, *, local_files_only: bool) -> str:
+    """Not in the cache: say why nothing was downloaded (production's rule, HF_HUB_OFFLINE, or a Hub that
+    could not be reached)."""
+    if local_files_only:
+        return missing_model_message(source)
+    if (failure := hub.unreachable()) is not None:
+        return hub.unreachable_message(source.model_id, model_id=source.model_id, where=failure.endpoint,
+                                       reason=failure.reason)
+    if hub.is_offline():
+        return missing_model_message(source, why="HF_HUB_OFFLINE=1 forbids downloading it")
+    return hub.hub_failure_message(source.model_id, exc, model_id=source.model_id)
+
+
+def missing_model_message(source: ModelSource, why: str = PRODUCTION_NEVER_DOWNLOADS) -> str:
     return (
         f"Model {source.model_id} is not on disk (Hugging Face cache: {hf_cache_dir()}) and "
-        f"ENVIRONMENT=production never downloads. Pre-download it with: "
+        f"{why}. Pre-download it with: "
         f"{DOWNLOAD_COMMAND.format(model=source.model_id)} "
         f"(or set RERANK_MODEL_PATH to a directory made by python scripts/download_reranker_local.py)."
     )
@@ -108,15 +142,8 @@ def hf_cache_dir() -> str:
 
 def enforce_hub_offline() -> None:
     """Production never downloads. `local_files_only` alone is not enough: some lookups inside
-    transformers/sentence-transformers (processor configs) ignore it and retry the Hub for a minute.
-    The libraries read their offline switch once, at import: set it for this process and any child,
-    and flip the already-imported constants."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    if (constants := sys.modules.get("huggingface_hub.constants")) is not None:
-        constants.HF_HUB_OFFLINE = True
-    if (hub := sys.modules.get("transformers.utils.hub")) is not None:
-        hub._is_offline_mode = True
+    transformers/sentence-transformers (processor configs) ignore it and retry the Hub for a minute."""
+    hub.go_offline()
 
 
 def uses_alibi(config: dict[str, Any]) -> bool:
@@ -167,17 +194,13 @@ def load_cross_encoder(source: ModelSource, *, device: str = "cpu", max_length: 
     if source.path is not None:
         logger.info("Using local model path: %s", source.path)
         logger.info("Loading reranker model from local directory: %s", source.path)
-        if not source.path.is_dir():
-            raise ModelNotAvailableError(
-                f"RERANK_MODEL_PATH={source.path} does not exist. Create it with: "
-                f"python scripts/download_reranker_local.py --output-dir {source.path}"
-            )
     else:
         logger.info("Loading %s model...", source.model_id)
     if local_files_only:
         enforce_hub_offline()
 
     config = read_model_config(source, local_files_only=local_files_only)
+    local_files_only = local_files_only or hub.is_offline()  # the Hub could not be reached: the cache only
     max_length = effective_max_length(config, max_length)
     overrides = config_overrides(config, max_length)
     if overrides:

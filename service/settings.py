@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.hub import HubTimeouts
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_ID = "jinaai/jina-reranker-v1-tiny-en"
 
@@ -46,6 +48,11 @@ class Settings(BaseSettings):
     rerank_threads: int | None = Field(None, alias="RERANK_THREADS", ge=1,
                                        description="Intra-op threads per worker; default: cores / workers")
     hf_home: str | None = Field(None, alias="HF_HOME")
+    # huggingface_hub's own variables (it reads them too); here so that every Hub wait is bounded, .env included.
+    hf_hub_etag_timeout: int = Field(10, alias="HF_HUB_ETAG_TIMEOUT", ge=1, le=3600,
+                                     description="Seconds to wait for the Hub to answer a metadata request")
+    hf_hub_download_timeout: int = Field(10, alias="HF_HUB_DOWNLOAD_TIMEOUT", ge=1, le=3600,
+                                         description="Seconds to wait for the next bytes of a file download")
     environment: Environment = Field(Environment.development, alias="ENVIRONMENT")
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, alias="CORS_ALLOWED_ORIGINS"
@@ -92,6 +99,10 @@ class Settings(BaseSettings):
             return None
         path = Path(self.rerank_model_path.replace("\\", "/")).expanduser()
         return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+
+    @property
+    def hub_timeouts(self) -> HubTimeouts:
+        return HubTimeouts(metadata=self.hf_hub_etag_timeout, download=self.hf_hub_download_timeout)
 
     @property
     def model_display_name(self) -> str:

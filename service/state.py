@@ -17,6 +17,21 @@ logger = logging.getLogger("service.state")
 
 EngineLoader = Callable[[Settings], LoadedEngine]
 
+# `python -m service` with one worker stops its own uvicorn server through this (exit 1, no signal);
+# otherwise (uvicorn's own CLI, several workers) a failed load ends the worker with SIGTERM.
+_stop_server: Callable[[], None] | None = None
+_load_failed = threading.Event()
+
+
+def stop_server_on_load_failure(stop: Callable[[], None]) -> None:
+    global _stop_server
+    _stop_server = stop
+
+
+def load_failed() -> bool:
+    """Did a model load fail in this process, with exit_on_failure set?"""
+    return _load_failed.is_set()
+
 
 class Status(str, Enum):
     loading = "loading"
@@ -45,7 +60,11 @@ class EngineState:
                 logger.critical("Model failed to load: %s", self.error)
                 self._ready.set()
                 if self._exit_on_failure:  # let the orchestrator restart us rather than serve 503 forever
-                    os.kill(os.getpid(), signal.SIGTERM)
+                    _load_failed.set()
+                    if _stop_server is not None:
+                        _stop_server()
+                    else:
+                        os.kill(os.getpid(), signal.SIGTERM)
                 return
             self.loaded = loaded
             if on_ready is not None:

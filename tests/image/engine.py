@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -80,35 +81,69 @@ class BuildResult:
     log: Path
 
 
+STAGE_LINE = re.compile(r"^FROM\s+\S+\s+AS\s+([A-Za-z0-9_.-]+)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def dockerfile_stages(dockerfile: Path) -> list[str]:
+    """The named stages of a Dockerfile, in order."""
+    return STAGE_LINE.findall(dockerfile.read_text())
+
+
+def stage_tag(tag: str, stage: str) -> str:
+    return f"{tag}-stage-{stage}"
+
+
 def build_image(
-    context: Path, tag: str, build_args: Mapping[str, str], log: Path, timeout: float = 1800
+    context: Path, tag: str, build_args: Mapping[str, str], log: Path, timeout: float = 1800,
+    target: str | None = None,
 ) -> BuildResult:
-    """`docker build` unless an image with this tag (the hash of its inputs) already exists."""
-    if image_exists(tag):
+    """`docker build` unless an image with this tag (the hash of its inputs) already exists.
+
+    The classic builder keeps the result of every stage before the target as an untagged image (GBs per run
+    here: the venv stage, the model stage). Each of those stages is built first with `--target` and tagged
+    `<tag>-stage-<name>` (the full build then reuses them from the cache), so nothing the tests build is left
+    untagged, and `remove_stale_tags` frees them together with the image."""
+    stages = dockerfile_stages(context / "Dockerfile")
+    before = stages[: stages.index(target)] if target in stages else stages[:-1]
+    if image_exists(tag) and all(image_exists(stage_tag(tag, stage)) for stage in before):
         return BuildResult(tag, None, log)
     log.parent.mkdir(parents=True, exist_ok=True)
-    command = ["docker", "build", "--tag", tag]
+    arguments: list[str] = []
     for key, value in build_args.items():
-        command += ["--build-arg", f"{key}={value}"]
-    command.append(str(context))
+        arguments += ["--build-arg", f"{key}={value}"]
+    steps = [["--target", stage, "--tag", stage_tag(tag, stage)] for stage in before]
+    steps.append(["--tag", tag, *(["--target", target] if target else [])])
     started = time.monotonic()
     with log.open("w") as out:
-        out.write(" ".join(command) + "\n")
-        out.flush()
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
-    seconds = time.monotonic() - started
-    if result.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-40:])
-        raise DockerError(f"docker build failed (exit {result.returncode}); log {log}:\n{tail}")
-    return BuildResult(tag, seconds, log)
+        for step in steps:
+            command = ["docker", "build", *step, *arguments, str(context)]
+            out.write(" ".join(command) + "\n")
+            out.flush()
+            result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+            if result.returncode != 0:
+                out.close()
+                tail = "\n".join(log.read_text().splitlines()[-40:])
+                raise DockerError(f"docker build failed (exit {result.returncode}); log {log}:\n{tail}")
+    return BuildResult(tag, time.monotonic() - started, log)
 
 
 def remove_stale_tags(repository: str, prefix: str, keep: str) -> None:
-    """Drop images of earlier inputs (same repository, same kind), so disk use stays bounded."""
+    """Drop images of earlier inputs (same repository, same kind) and their stage images, so disk use stays
+    bounded."""
     listing = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository, check=False).stdout
     for tag in listing.split():
-        if tag != keep and tag.split(":", 1)[1].startswith(prefix):
+        if tag == keep or tag.startswith(stage_tag(keep, "")):
+            continue
+        if tag.split(":", 1)[1].startswith(prefix):
             docker("image", "rm", tag, check=False)
+
+
+def dangling_images(label: str | None = None) -> set[str]:
+    """IDs of untagged images nothing else builds on (`docker image ls --filter dangling=true`)."""
+    args = ["image", "ls", "--quiet", "--no-trunc", "--filter", "dangling=true"]
+    if label:
+        args += ["--filter", f"label={label}"]
+    return set(docker(*args).stdout.split())
 
 
 @dataclass

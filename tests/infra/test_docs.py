@@ -70,3 +70,19 @@ def test_readme_section_states_the_render_list_prices():
     for plan in SIZES:
         assert f"| `{plan.api_name}` |" in README and f"${plan.usd_per_month} / month" in README
     assert "list price" in README.lower()
+
+
+def readme_configuration_table() -> set[str]:
+    section = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return {name for cell in re.findall(r"^\| ([^|]+) \|", section, re.MULTILINE)
+            for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", cell)}
+
+
+def test_readme_configuration_table_lists_every_setting_of_the_service_and_the_download_scripts():
+    from service.model_download import DownloadSettings
+
+    aliases = {field.alias for field in DownloadSettings.model_fields.values() if field.alias}
+    aliases -= {"PROMETHEUS_MULTIPROC_DIR"}  # set by `python -m service` itself, not by the user
+    assert {"RERANK_LOCAL_DIR", "HF_HUB_ETAG_TIMEOUT", "RERANK_MODEL"} <= aliases
+    missing = aliases - readme_configuration_table()
+    assert not missing, f"README's configuration table does not list {sorted(missing)}"

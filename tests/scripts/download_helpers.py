@@ -4,10 +4,11 @@ Hugging Face cache laid out on disk (a "fake Hub cache") or a Hub endpoint that 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.support.network import black_hole, closed_port  # noqa: F401 - the tests import them from here
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,11 +32,12 @@ def run_script(
     )
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def error_line(stderr: str) -> str:
+    """The script's one `error: ...` line (progress lines about the Hub come before it, on stderr too)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, f"expected one error line in:\n{stderr}"
+    assert "Traceback" not in stderr, stderr
+    return lines[0]
 
 
 def printed_model_path(stdout: str) -> Path:

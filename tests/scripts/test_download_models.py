@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.scripts.download_helpers import (
+    black_hole,
     closed_port,
+    error_line,
     printed_model_path,
     run_script,
     script_env,
@@ -67,20 +70,66 @@ def test_unreachable_hub_says_what_failed_and_what_to_try(tmp_path):
     )
     assert result.returncode == 1
     assert result.stdout == ""
-    message = result.stderr
-    assert "Traceback" not in message
+    message = error_line(result.stderr)
     assert message.startswith(
         f"error: Could not download jinaai/jina-reranker-v1-tiny-en from the Hugging Face Hub at "
         f"http://127.0.0.1:{port} (ConnectionError: [Errno 111] Connection refused)."
     )
-    for advice in (
-        "HTTPS_PROXY=",
-        "HF_TOKEN",
-        "HF_ENDPOINT",
-        "python scripts/download_reranker_local.py --model jinaai/jina-reranker-v1-tiny-en --output-dir DIR",
-        "RERANK_MODEL_PATH=DIR",
-    ):
+    assert_advice(message)
+
+
+ADVICE = (
+    "HTTPS_PROXY=",
+    "HF_TOKEN",
+    "HF_ENDPOINT",
+    "python scripts/download_reranker_local.py --model jinaai/jina-reranker-v1-tiny-en --output-dir DIR",
+    "RERANK_MODEL_PATH=DIR",
+)
+
+
+def assert_advice(message: str) -> None:
+    for advice in ADVICE:
         assert advice in message
+
+
+def test_a_black_holed_hub_is_waited_for_a_bounded_time_and_said_so(tmp_path):
+    """A proxy/VPN that accepts the connection and never answers: before, the script printed nothing and
+    never returned. Now: a line saying what it waits for and how long, then the unreachable message."""
+    with black_hole() as url:
+        started = time.monotonic()
+        result = run_script(
+            SCRIPT, env=script_env(tmp_path / "empty", HF_ENDPOINT=url, HF_HUB_ETAG_TIMEOUT="2"), timeout=120
+        )
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert elapsed < 40, f"took {elapsed:.0f} s with a 2 s timeout"
+    assert (
+        f"Asking the Hugging Face Hub at {url} for jinaai/jina-reranker-v1-tiny-en (waiting at most 2 s for "
+        f"an answer: HF_HUB_ETAG_TIMEOUT)" in result.stderr.splitlines()[0]
+    )
+    message = error_line(result.stderr)
+    assert message.startswith(
+        f"error: Could not download jinaai/jina-reranker-v1-tiny-en from the Hugging Face Hub at {url} "
+        f"(ReadTimeout: no answer within 2 s)."
+    )
+    assert_advice(message)
+
+
+def test_a_black_holed_hub_falls_back_to_the_cache_at_once(hub_cache):
+    hf_home, commit = hub_cache
+    with black_hole() as url:
+        started = time.monotonic()
+        result = run_script(
+            SCRIPT, "--model", REPO_ID, env=script_env(hf_home, HF_ENDPOINT=url, HF_HUB_ETAG_TIMEOUT="2"),
+            timeout=180,
+        )
+        elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert f"RERANK_MODEL_REVISION={commit}" in result.stdout
+    assert f"The Hugging Face Hub at {url} cannot be reached (ReadTimeout: no answer within 2 s)" in result.stderr
+    # One bounded wait, not one per file or per repository (the offline load itself takes a few seconds).
+    assert result.stderr.count("Asking the Hugging Face Hub") == 1
+    assert elapsed < 90
 
 
 def test_missing_code_repository_is_named(tmp_path, external_model_dir):
@@ -88,7 +137,7 @@ def test_missing_code_repository_is_named(tmp_path, external_model_dir):
     install_in_hub_cache(external_model_dir, hf_home, REPO_ID)  # but not testorg/alibert-implementation
     result = run_script(SCRIPT, "--model", REPO_ID, env=script_env(hf_home, HF_HUB_OFFLINE="1"))
     assert result.returncode == 1
-    assert result.stderr.startswith(
+    assert error_line(result.stderr).startswith(
         f"error: {EXTERNAL_CODE_REPO_ID} (remote code named by {REPO_ID}'s auto_map) is not in the "
         f"Hugging Face cache ({hf_home / 'hub'}) and HF_HUB_OFFLINE=1 forbids downloading it."
     )

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from service.settings import PROJECT_ROOT
 from tests.scripts.download_helpers import (
+    black_hole,
     closed_port,
+    error_line,
     printed_model_path,
     run_script,
     script_env,
@@ -120,9 +123,32 @@ def test_unreachable_hub_fails_with_advice(tmp_path):
         env=script_env(tmp_path / "hf-home", HF_ENDPOINT=f"http://127.0.0.1:{port}"),
     )
     assert result.returncode == 1
-    assert result.stderr.startswith(
+    assert error_line(result.stderr).startswith(
         "error: Could not download jinaai/jina-reranker-v1-tiny-en from the Hugging "
         f"Face Hub at http://127.0.0.1:{port} (ConnectionError: [Errno 111] "
         "Connection refused). Things to try:"
     )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_black_holed_hub_fails_in_bounded_time_with_the_same_advice(tmp_path):
+    with black_hole() as url:
+        started = time.monotonic()
+        result = run_script(
+            SCRIPT,
+            "--output-dir",
+            str(tmp_path / "out"),
+            env=script_env(tmp_path / "hf-home", HF_ENDPOINT=url, HF_HUB_ETAG_TIMEOUT="2"),
+            timeout=120,
+        )
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert elapsed < 40, f"took {elapsed:.0f} s with a 2 s timeout"
+    assert f"Asking the Hugging Face Hub at {url} for jinaai/jina-reranker-v1-tiny-en (waiting at most 2 s" \
+        in result.stderr
+    assert error_line(result.stderr).startswith(
+        f"error: Could not download jinaai/jina-reranker-v1-tiny-en from the Hugging Face Hub at {url} "
+        "(ReadTimeout: no answer within 2 s). Things to try:"
+    )
+    assert "RERANK_MODEL_PATH=DIR" in result.stderr
     assert not (tmp_path / "out").exists()

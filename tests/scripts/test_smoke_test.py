@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -209,3 +210,74 @@ def re_escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+class FakeClock:
+    """time.monotonic/time.sleep stand-ins: sleeping advances the clock, nothing waits."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def closed_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_nothing_listening_fails_after_the_grace_period_not_the_deadline():
+    time_ = FakeClock()
+    with pytest.raises(smoke.SmokeFailure) as failure:
+        smoke.run(closed_url(), clock=time_.clock, sleep=time_.sleep)  # defaults: 300 s deadline, 30 s grace
+    waited = time_.now - 1000.0
+    assert 30 <= waited <= 33, f"gave up after {waited:.0f} s of connection refused"
+    assert str(failure.value).startswith("nothing is listening at http://127.0.0.1:")
+    assert "connection refused for 30s" in str(failure.value)
+
+
+def test_nothing_listening_on_the_command_line_says_so_quickly():
+    started = time.monotonic()
+    result = cli(closed_url(), "--refused-grace", "1", "--interval", "0.1")
+    assert result.returncode == 1
+    assert result.stderr.startswith("FAIL: nothing is listening at http://127.0.0.1:")
+    assert "Connection refused" in result.stderr and result.stderr.count("\n") == 1
+    assert time.monotonic() - started < 15
+
+
+def test_a_service_that_answers_while_loading_keeps_the_long_wait(fake):
+    fake.starting_for = 10**6  # up (accepts connections) but 503 while loading
+    with pytest.raises(smoke.SmokeFailure, match=r"not ready after 1s .*HTTP 503"):
+        smoke.run(fake.url, deadline_seconds=1, interval_seconds=0.05, refused_grace_seconds=0.1)
+
+
+def test_refused_at_first_then_up_within_the_grace_period_passes(fake, monkeypatch):
+    time_ = FakeClock()
+    real_check = smoke.check_health
+    refusals = iter(range(5))  # the platform is still starting the container: 5 refusals, 15 s
+
+    def check(base_url, **kwargs):
+        if next(refusals, None) is not None:
+            raise smoke.NotReady(f"GET {base_url}/api/health/: [Errno 111] Connection refused", refused=True)
+        return real_check(base_url, **kwargs)
+
+    monkeypatch.setattr(smoke, "check_health", check)
+    assert "(attempt 6)" in smoke.run(fake.url, clock=time_.clock, sleep=time_.sleep)
+
+
+def test_the_api_key_comes_from_rerank_api_key(fake):
+    env = {**os.environ, "RERANK_API_KEY": "k-from-env"}
+    result = subprocess.run([sys.executable, str(SCRIPT), fake.url, "--deadline", "5"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert {headers.get("Authorization") for _, _, headers, _ in fake.requests} == {"Bearer k-from-env"}
+    fake.requests.clear()
+    result = subprocess.run([sys.executable, str(SCRIPT), fake.url, "--deadline", "5", "--api-key", "k-flag"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert {headers.get("Authorization") for _, _, headers, _ in fake.requests} == {"Bearer k-flag"}
