@@ -30,7 +30,8 @@ def main() -> int:
         # is this variable, read by every worker at import).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="reranker-metrics-")
     uvicorn.run("service.main:app", host=settings.host, port=settings.port, workers=settings.web_concurrency,
-                log_level=settings.log_level, proxy_headers=True, timeout_graceful_shutdown=20)
+                log_level=settings.log_level, proxy_headers=True,
+                timeout_graceful_shutdown=settings.rerank_shutdown_grace_s)
     return 0
 
 

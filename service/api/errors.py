@@ -15,8 +15,9 @@ logger = logging.getLogger("service.api")
 
 class ApiError(Exception):
     def __init__(self, status_code: int, message: str, *, field: str | None = None,
-                 error_type: str = "invalid_request") -> None:
+                 error_type: str = "invalid_request", headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.headers = headers
         self.status_code = status_code
         self.message = message
         self.field = field
@@ -68,7 +69,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message, error_type=exc.error_type, field=exc.field)
+        return error_response(exc.status_code, exc.message, error_type=exc.error_type, field=exc.field,
+                              headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
