@@ -3,6 +3,8 @@ request's deadline and disconnect watch, and the scheduler's refusals as HTTP an
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request
 
 from service.api.errors import ApiError
@@ -46,6 +48,14 @@ async def score(engine: RerankEngine, metrics: Metrics, settings: Settings, quer
         raise ApiError(503, str(exc), error_type="unavailable", headers={"Retry-After": "5"}) from None
     except ClientGone as exc:
         raise ApiError(CLIENT_CLOSED_REQUEST, str(exc), error_type="client_closed_request") from None
+    except asyncio.CancelledError as exc:
+        # uvicorn cancels what is still running when RERANK_SHUTDOWN_GRACE_S is over: answer a clear 503
+        # (a retry reaches another instance) rather than its plain-text 500.
+        if "graceful shutdown" not in " ".join(map(str, exc.args)):
+            raise
+        asyncio.current_task().uncancel()
+        raise ApiError(503, "the server is shutting down (RERANK_SHUTDOWN_GRACE_S is over); retry",
+                       error_type="unavailable", headers={"Retry-After": "1"}) from None
     metrics.documents.inc(len(documents))
     metrics.tokens.inc(scores.total_tokens)
     return scores

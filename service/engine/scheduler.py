@@ -182,6 +182,9 @@ class BatchScheduler:
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         try:
             return await self._wait(job, future, watcher, deadline)
+        except BaseException:  # cancelled (shutdown past its grace period) or refused: never computed later
+            self._drop(job)
+            raise
         finally:
             if watcher is not None:
                 watcher.cancel()
