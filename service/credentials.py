@@ -34,10 +34,6 @@ class Principal:
     subject: str | None = None  # the JWT's `sub`; API keys stay anonymous (never logged)
 
 
-def split_api_keys(raw: str | None) -> tuple[str, ...]:
-    return tuple(key.strip() for key in (raw or "").split(",") if key.strip())
-
-
 class ApiKeys:
     """Constant-time membership: every configured key is compared (as SHA-256 digests, so the length of a
     key does not leak either), whichever matches."""

@@ -100,9 +100,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _access_fits_the_environment(self) -> Settings:
-        from service.credentials import load_public_keys
-
         if self.supabase_jwt_public_key is not None:
+            from service.credentials import load_public_keys
+
             load_public_keys(self.supabase_jwt_public_key.get_secret_value())  # names the variable if unusable
         if self.rerank_api_keys is not None and not self.api_keys:
             raise ValueError("RERANK_API_KEYS holds no key: give one or more keys, comma separated, or unset it")
@@ -116,9 +116,8 @@ class Settings(BaseSettings):
 
     @property
     def api_keys(self) -> tuple[str, ...]:
-        from service.credentials import split_api_keys
-
-        return split_api_keys(self.rerank_api_keys.get_secret_value() if self.rerank_api_keys else None)
+        raw = self.rerank_api_keys.get_secret_value() if self.rerank_api_keys else ""
+        return tuple(key.strip() for key in raw.split(",") if key.strip())
 
     @property
     def auth_configured(self) -> bool:
