@@ -14,13 +14,15 @@ export PULUMI_CONFIG_PASSPHRASE ?= reranker-local-dev
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help install test test-fast test-image up down preview bench image lint clean
+.PHONY: help install test test-fast test-image up down preview bench load-test fuzz image lint clean
 
 help:
 	@echo "make up         deploy the reranker on the local Docker engine (Pulumi stack '$(STACK)')"
 	@echo "make test       install everything and run all tests (image tests need a Docker engine)"
 	@echo "make test-fast  the tests that need no Docker engine"
 	@echo "make bench      benchmark this service against the seed-style server and Infinity"
+	@echo "make load-test  the image at twice the measured throughput for 60 s, under 1 GB (CI runs 20 s)"
+	@echo "make fuzz       the larger fuzz run (1000 random examples per strategy; CI runs 40, fixed)"
 	@echo "make image      build the production image (real model from the Hub, CPU torch)"
 	@echo "make down       destroy the '$(STACK)' stack"
 
@@ -66,6 +68,12 @@ down: install
 
 bench: install
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+load-test: install
+	RERANK_LOAD_SECONDS=60 $(PY) -m pytest -m image tests/image/test_load.py -s $(PYTEST_ARGS)
+
+fuzz: install
+	RERANK_FUZZ_EXAMPLES=1000 RERANK_FUZZ_RANDOM=1 $(PY) -m pytest tests/service/test_fuzz.py -s $(PYTEST_ARGS)
 
 image:
 	docker build -t reranker:local .

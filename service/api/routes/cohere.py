@@ -15,7 +15,8 @@ from service.engine.reranker import RerankEngine
 from service.metrics import Metrics
 from service.settings import Settings
 
-router = APIRouter(tags=["rerank"], route_class=AuthenticatedRoute, dependencies=[require_auth, Depends(require_json)])
+router = APIRouter(tags=["rerank"], route_class=AuthenticatedRoute,
+                   dependencies=[require_auth, Depends(require_json)])
 
 
 def _meta(version: str) -> dict:

@@ -14,7 +14,8 @@ from service.engine.reranker import RerankEngine
 from service.metrics import Metrics
 from service.settings import Settings
 
-router = APIRouter(tags=["rerank"], route_class=AuthenticatedRoute, dependencies=[require_auth, Depends(require_json)])
+router = APIRouter(tags=["rerank"], route_class=AuthenticatedRoute,
+                   dependencies=[require_auth, Depends(require_json)])
 
 
 @router.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True)
