@@ -8,7 +8,6 @@ import json
 import time
 
 import anyio
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
