@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 TOOLS_DIR := $(CURDIR)/.tools
 export PATH := $(PATH):$(TOOLS_DIR)/pulumi
 
-.PHONY: help install test test-fast test-image up down preview prerequisites bench image lint clean
+.PHONY: help install test test-fast test-image up down preview prerequisites bench load-test fuzz image lint clean
 
 help:
 	@echo "make up            deploy the reranker on the local Docker engine (Pulumi stack '$(STACK)'); checks Docker"
@@ -30,6 +30,8 @@ help:
 	@echo "make test-image    only the Docker image tests"
 	@echo "make lint          hadolint the Dockerfile"
 	@echo "make bench         benchmark this service against the seed-style server and Infinity (BENCH_ARGS=...)"
+	@echo "make load-test     the image at twice the measured throughput for 60 s, under 1 GB (CI runs 20 s)"
+	@echo "make fuzz          the larger fuzz run (1000 random examples per strategy; CI runs 40, fixed)"
 	@echo "make image         build the production image (real model from the Hub, CPU torch)"
 	@echo "make prerequisites check Docker and the Pulumi CLI (what make up/preview/down do first)"
 	@echo "make clean         remove .venv, .tools and .pytest_cache"
@@ -81,6 +83,12 @@ down:
 
 bench: install
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+load-test: install
+	RERANK_LOAD_SECONDS=60 $(PY) -m pytest -m image tests/image/test_load.py -s $(PYTEST_ARGS)
+
+fuzz: install
+	RERANK_FUZZ_EXAMPLES=1000 RERANK_FUZZ_RANDOM=1 $(PY) -m pytest tests/service/test_fuzz.py -s $(PYTEST_ARGS)
 
 image:
 	docker build -t reranker:local .

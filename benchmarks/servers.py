@@ -103,8 +103,9 @@ def service_contender(model_path: Path, extra_env: dict[str, str] | None = None)
         key="service",
         label="(c) this service",
         argv=lambda port: [sys.executable, "-m", "service"],
+        # anonymous on loopback, like the other contenders (production otherwise refuses to start keyless)
         env={"RERANK_MODEL_PATH": str(model_path), "ENVIRONMENT": "production", "HOST": "127.0.0.1",
-             "LOG_LEVEL": "warning", **(extra_env or {})},
+             "RERANK_ALLOW_ANONYMOUS": "true", "LOG_LEVEL": "warning", **(extra_env or {})},
         health_path="/api/health/",
         rerank_path="/v1/rerank",
         body=lambda query, docs: {"query": query, "documents": docs, "return_documents": False},

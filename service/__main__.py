@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 
@@ -31,8 +32,13 @@ def main() -> int:
         # Workers are separate processes: let /metrics aggregate them (prometheus_client's protocol
         # is this variable, read by every worker at import).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="reranker-metrics-")
+    # SIGTERM is the platform's "stop": uvicorn stops accepting, finishes what is in flight and queued within
+    # RERANK_SHUTDOWN_GRACE_S, then re-raises the signal to the handler it found. Found this one, the process
+    # exits 0 (a clean stop), not 143.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     options = dict(host=settings.host, port=settings.port, workers=settings.web_concurrency,
-                   log_level=settings.log_level, proxy_headers=True, timeout_graceful_shutdown=20)
+                   log_level=settings.log_level, proxy_headers=True,
+                   timeout_graceful_shutdown=settings.rerank_shutdown_grace_s)
     if settings.web_concurrency > 1:
         uvicorn.run("service.main:app", **options)
         return 0

@@ -14,6 +14,7 @@ from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimitMiddleware
 from service.api.routes import cohere, health, info, tei
 from service.api.routes.docs import install_docs
+from service.credentials import Authenticator
 from service.engine.factory import LoadedEngine, build_engine
 from service.logging_config import configure_logging
 from service.metrics import Metrics, RequestMetricsMiddleware
@@ -37,6 +38,12 @@ def create_app(settings: Settings | None = None, *, loader: EngineLoader = build
     configure_logging(settings.log_level)
     metrics = Metrics(settings.prometheus_multiproc_dir)
     state = EngineState(settings, loader, exit_on_failure=exit_on_load_failure)
+    authenticator = Authenticator.from_settings(settings)
+    if authenticator.enabled:
+        logger.info("Authentication: %s", authenticator.describe())
+    else:
+        logger.warning("Authentication: none configured, every route is open (RERANK_API_KEYS, "
+                       "SUPABASE_JWT_SECRET or SUPABASE_JWT_PUBLIC_KEY turn it on)")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -59,12 +66,14 @@ def create_app(settings: Settings | None = None, *, loader: EngineLoader = build
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.engine_state = state
+    app.state.authenticator = authenticator
     install_error_handlers(app)
     for router in (health.router, cohere.router, tei.router, info.router):
         app.include_router(router)
 
     # Outermost last: metrics see every response, the body limit runs before any parsing.
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.rerank_max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.rerank_max_body_bytes,
+                       body_timeout_s=settings.rerank_request_timeout_s)
     if settings.cors_allowed_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allowed_origins,
                            allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"], max_age=600)

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.hub import HubTimeouts
@@ -64,6 +64,22 @@ class Settings(BaseSettings):
         None, alias="PROMETHEUS_MULTIPROC_DIR",
         description="Set by `python -m service` when WEB_CONCURRENCY > 1 so /metrics aggregates workers")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
+    # Access (service/credentials.py, docs/SECURITY.md). Secrets are SecretStr: never in a repr or a log line.
+    rerank_api_keys: SecretStr | None = Field(None, alias="RERANK_API_KEYS",
+                                              description="Comma-separated API keys (Authorization: Bearer <key>)")
+    supabase_jwt_secret: SecretStr | None = Field(None, alias="SUPABASE_JWT_SECRET")
+    supabase_jwt_public_key: SecretStr | None = Field(None, alias="SUPABASE_JWT_PUBLIC_KEY")
+    rerank_jwt_audience: str = Field("authenticated", alias="RERANK_JWT_AUDIENCE", min_length=1)
+    rerank_allow_anonymous: bool = Field(False, alias="RERANK_ALLOW_ANONYMOUS")
+    rerank_metrics_public: bool = Field(False, alias="RERANK_METRICS_PUBLIC")
+    # Overload (service/engine/scheduler.py). 60,000 tokens: this service's measured throughput on the
+    # 2-core benchmark machine is 5,928 tokens/s (benchmarks/RESULTS.md, W3), so a full queue drains in ~10 s.
+    rerank_max_queued_tokens: int = Field(60_000, alias="RERANK_MAX_QUEUED_TOKENS", ge=1)
+    rerank_request_timeout_s: float = Field(30.0, alias="RERANK_REQUEST_TIMEOUT_S", gt=0, le=3600)
+    rerank_shutdown_grace_s: int = Field(30, alias="RERANK_SHUTDOWN_GRACE_S", ge=0, le=3600)
+    rerank_watchdog_s: float = Field(30.0, alias="RERANK_WATCHDOG_S", gt=0, le=3600,
+                                     description="Health turns 503 after this long without inference progress "
+                                                 "while requests wait")
 
     @field_validator("cors_allowed_origins", mode="before")
     @classmethod
@@ -72,7 +88,8 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("rerank_model_path", "hf_home", mode="before")
+    @field_validator("rerank_model_path", "hf_home", "rerank_api_keys", "supabase_jwt_secret",
+                     "supabase_jwt_public_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -87,6 +104,31 @@ class Settings(BaseSettings):
             raise ValueError("RERANK_PRECISION=bf16 is a torch option: use RERANK_BACKEND=torch, or fp32/int8 "
                              "with RERANK_BACKEND=onnx")
         return self
+
+    @model_validator(mode="after")
+    def _access_fits_the_environment(self) -> Settings:
+        if self.supabase_jwt_public_key is not None:
+            from service.credentials import load_public_keys
+
+            load_public_keys(self.supabase_jwt_public_key.get_secret_value())  # names the variable if unusable
+        if self.rerank_api_keys is not None and not self.api_keys:
+            raise ValueError("RERANK_API_KEYS holds no key: give one or more keys, comma separated, or unset it")
+        if self.is_production and not self.auth_configured and not self.rerank_allow_anonymous:
+            raise ValueError("ENVIRONMENT=production refuses to start without authentication: set RERANK_API_KEYS "
+                             "(or SUPABASE_JWT_SECRET / SUPABASE_JWT_PUBLIC_KEY), or RERANK_ALLOW_ANONYMOUS=true "
+                             "to serve without it on a private network")
+        if self.is_production and "*" in self.cors_allowed_origins:
+            raise ValueError("CORS_ALLOWED_ORIGINS=* is refused in production: list the allowed origins")
+        return self
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        raw = self.rerank_api_keys.get_secret_value() if self.rerank_api_keys else ""
+        return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+    @property
+    def auth_configured(self) -> bool:
+        return bool(self.api_keys) or self.supabase_jwt_secret is not None or self.supabase_jwt_public_key is not None
 
     @property
     def is_production(self) -> bool:
@@ -113,6 +155,10 @@ class SettingsError(RuntimeError):
     """Raised with a message naming the offending variable and what it accepts."""
 
 
+# Their values never appear in an error message.
+SECRET_VARIABLES = frozenset({"RERANK_API_KEYS", "SUPABASE_JWT_SECRET", "SUPABASE_JWT_PUBLIC_KEY"})
+
+
 def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)
@@ -122,7 +168,8 @@ def load_settings(**overrides: object) -> Settings:
             message = str(err["msg"]).removeprefix("Value error, ")
             if err["loc"]:
                 name = ".".join(str(part) for part in err["loc"])
-                problems.append(f"{name}={err.get('input')!r}: {message}")
+                shown = "<secret>" if name in SECRET_VARIABLES else repr(err.get("input"))
+                problems.append(f"{name}={shown}: {message}")
             else:  # a rule across variables: the message names them
                 problems.append(message)
         raise SettingsError("Invalid configuration: " + "; ".join(problems)) from None

@@ -16,6 +16,7 @@ from service.settings import Settings
 logger = logging.getLogger("service.state")
 
 EngineLoader = Callable[[Settings], LoadedEngine]
+INFERENCE_DIED_EXIT_CODE = 70  # EX_SOFTWARE
 
 # `python -m service` with one worker stops its own uvicorn server through this (exit 1, no signal);
 # otherwise (uvicorn's own CLI, several workers) a failed load ends the worker with SIGTERM.
@@ -67,6 +68,7 @@ class EngineState:
                         os.kill(os.getpid(), signal.SIGTERM)
                 return
             self.loaded = loaded
+            loaded.engine.scheduler.on_death = self._inference_died
             if on_ready is not None:
                 on_ready(loaded)
             self.status = Status.ready
@@ -74,6 +76,18 @@ class EngineState:
 
         self._thread = threading.Thread(target=load, name="model-loader", daemon=True)
         self._thread.start()
+
+    def _inference_died(self, error: BaseException | None) -> None:
+        """Health already answers 503. Under a server (`python -m service`, `uvicorn service.main:app`) the
+        worker also exits non-zero, shortly, once the queued requests' 503s are on their way: uvicorn's
+        supervisor replaces it (WEB_CONCURRENCY > 1), or the container exits and the platform restarts it."""
+        if self._exit_on_failure:
+            def leave() -> None:
+                logger.critical("Exiting (status %d) so that this worker is replaced", INFERENCE_DIED_EXIT_CODE)
+                logging.shutdown()
+                os._exit(INFERENCE_DIED_EXIT_CODE)
+
+            threading.Timer(1.0, leave).start()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)

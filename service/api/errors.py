@@ -15,8 +15,9 @@ logger = logging.getLogger("service.api")
 
 class ApiError(Exception):
     def __init__(self, status_code: int, message: str, *, field: str | None = None,
-                 error_type: str = "invalid_request") -> None:
+                 error_type: str = "invalid_request", headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.headers = headers
         self.status_code = status_code
         self.message = message
         self.field = field
@@ -65,10 +66,25 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, field, f"{field}: {message}"
 
 
+# What FastAPI raises when reading the JSON body fails other than by a JSONDecodeError.
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
+def _body_parse_message(cause: BaseException | None) -> str:
+    if isinstance(cause, RecursionError):
+        return "malformed JSON body: nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return "malformed JSON body: not valid UTF-8"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return "malformed JSON body: a number has too many digits"
+    return "malformed JSON body"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message, error_type=exc.error_type, field=exc.field)
+        return error_response(exc.status_code, exc.message, error_type=exc.error_type, field=exc.field,
+                              headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -77,6 +93,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
+            return error_response(400, _body_parse_message(exc.__cause__), error_type="invalid_request",
+                                  field="body")
         return error_response(exc.status_code, str(exc.detail), error_type=getattr(exc, "error_type", "http_error"),
                               headers=getattr(exc, "headers", None))
 

@@ -1,10 +1,13 @@
 """Request body limits, enforced before the body is parsed: Content-Length first, then the bytes
-actually streamed (chunked uploads cannot sneak past)."""
+actually streamed (chunked uploads cannot sneak past), and the time the body may take to arrive (a slow
+sender cannot hold a connection and its buffer forever: 408 after RERANK_REQUEST_TIMEOUT_S)."""
 
 from __future__ import annotations
 
 import json
+import time
 
+import anyio
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,10 +23,27 @@ class PayloadTooLarge(HTTPException):
         super().__init__(status_code=413, detail=message)
 
 
+class BodyTimeout(HTTPException):
+    error_type = "request_timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(status_code=408, detail=f"the request body did not arrive within {seconds:g}s "
+                                                 "(RERANK_REQUEST_TIMEOUT_S)")
+
+
+ARRIVAL_KEY = "reranker.arrived"
+
+
+def arrival_time(scope: Scope) -> float:
+    """time.monotonic() when the request reached the app (the request timeout counts from there)."""
+    return scope.get(ARRIVAL_KEY) or time.monotonic()
+
+
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     def _message(self) -> str:
         return (f"request body exceeds {self.max_body_bytes} bytes (RERANK_MAX_BODY_BYTES); "
@@ -40,6 +60,7 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        arrived = scope[ARRIVAL_KEY] = time.monotonic()
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -51,14 +72,24 @@ class BodySizeLimitMiddleware:
                     return
 
         received = 0
+        body_complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete or self.body_timeout_s is None:
+                message = await receive()  # after the body: only the disconnect is left to wait for
+            else:
+                remaining = arrived + self.body_timeout_s - time.monotonic()
+                try:
+                    with anyio.fail_after(max(remaining, 0.001)):
+                        message = await receive()
+                except TimeoutError:
+                    raise BodyTimeout(self.body_timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise PayloadTooLarge(self._message())
+                body_complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)

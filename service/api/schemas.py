@@ -10,9 +10,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 DOCUMENT_SHAPE = "must be a string or an object with a string 'text' field"
 
 
+def _unicode_problem(value: str) -> str | None:
+    """JSON's \\u escapes can carry lone UTF-16 surrogates ("\\ud800"): valid JSON, but not text any tokenizer
+    (or UTF-8) can take."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"contains an unpaired UTF-16 surrogate (U+{ord(value[exc.start]):04X}) at character "
+                f"{exc.start}: send valid Unicode")
+    return None
+
+
 def _non_blank_query(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
+    problem = _unicode_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -30,6 +44,9 @@ def _document_texts(value: Any, *, allow_objects: bool) -> list[str]:
         else:
             shape = DOCUMENT_SHAPE if allow_objects else "must be a string"
             raise ValueError(f"document {index} {shape} (got {type(item).__name__})")
+        problem = _unicode_problem(texts[-1])
+        if problem:
+            raise ValueError(f"document {index} {problem}")
     return texts
 
 

@@ -56,7 +56,9 @@ def build_engine(settings: Settings) -> LoadedEngine:
     activation = _activation(cross_encoder.activation_fn)
     engine = RerankEngine(PairEncoder(cross_encoder.tokenizer, max_length), backend, activation,
                           batch_tokens=settings.rerank_batch_tokens,
-                          max_wait_s=settings.rerank_max_wait_ms / 1000)
+                          max_wait_s=settings.rerank_max_wait_ms / 1000,
+                          max_queued_tokens=settings.rerank_max_queued_tokens,
+                          watchdog_s=settings.rerank_watchdog_s)
     engine.rerank_now(WARMUP_QUERY, WARMUP_DOCUMENTS)
     engine.start()
     load_seconds = time.perf_counter() - started

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -29,12 +29,14 @@ class Scores:
 
 class RerankEngine:
     def __init__(self, encoder: PairEncoder, backend: Backend, activation: Activation, *,
-                 batch_tokens: int, max_wait_s: float) -> None:
+                 batch_tokens: int, max_wait_s: float, max_queued_tokens: int | None = None,
+                 watchdog_s: float = 30.0) -> None:
         self.encoder = encoder
         self.backend = backend
         self.activation = activation
         self.batch_tokens = batch_tokens
-        self.scheduler = BatchScheduler(self.score_pairs, batch_tokens=batch_tokens, max_wait_s=max_wait_s)
+        self.scheduler = BatchScheduler(self.score_pairs, batch_tokens=batch_tokens, max_wait_s=max_wait_s,
+                                        max_queued_tokens=max_queued_tokens, watchdog_s=watchdog_s)
 
     @property
     def max_length(self) -> int:
@@ -53,16 +55,19 @@ class RerankEngine:
         for batch in plan_batches(lengths, self.batch_tokens):
             features = pad_batch([pairs[i] for i in batch], self.encoder.pad_token_id)
             logits[batch] = self.backend.forward(features)[:, 0]
+            self.scheduler.beat()
         return logits
 
     def _scores(self, encoded: EncodedPairs, logits: np.ndarray) -> Scores:
         return Scores(relevance=self.activation(logits), logits=logits, tokens=encoded.lengths)
 
-    async def rerank(self, query: str, documents: list[str], *,
-                     max_tokens_per_doc: int | None = None) -> Scores:
+    async def rerank(self, query: str, documents: list[str], *, max_tokens_per_doc: int | None = None,
+                     deadline: float | None = None,
+                     disconnected: Callable[[], Awaitable[object]] | None = None) -> Scores:
+        """deadline / disconnected: see BatchScheduler.submit (503 when still queued, dropped when gone)."""
         encoded = await anyio.to_thread.run_sync(
             lambda: self.encoder.encode(query, documents, max_tokens_per_doc=max_tokens_per_doc))
-        logits = await self.scheduler.submit(encoded)
+        logits = await self.scheduler.submit(encoded, deadline=deadline, disconnected=disconnected)
         return self._scores(encoded, logits)
 
     def rerank_now(self, query: str, documents: list[str]) -> Scores:

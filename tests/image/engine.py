@@ -23,6 +23,13 @@ class DockerError(RuntimeError):
     pass
 
 
+# The image runs ENVIRONMENT=production, which refuses to start without a credential: test containers get
+# this key (given at run time, never baked in) unless the test sets RERANK_API_KEYS or
+# RERANK_ALLOW_ANONYMOUS itself.
+TEST_API_KEY = "image-test-key-3f9c2e71"
+AUTH_HEADERS = {"Authorization": f"Bearer {TEST_API_KEY}"}
+
+
 def docker(
     *args: str, check: bool = True, timeout: float = 120, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -158,6 +165,8 @@ class Container:
     def run(cls, image: str, *options: str, env: Mapping[str, str] = {}) -> Container:
         name = f"reranker-test-{uuid.uuid4().hex[:10]}"
         args = ["run", "--detach", "--name", name, *options]
+        if not {"RERANK_API_KEYS", "RERANK_ALLOW_ANONYMOUS"} & set(env):
+            env = {**env, "RERANK_API_KEYS": TEST_API_KEY}
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
         container = cls(name, image)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import testinfra
 
-from tests.image.engine import Container, image_size, wait_http_ok
+from tests.image.engine import AUTH_HEADERS, TEST_API_KEY, Container, image_size, wait_http_ok
 from tests.support.model_factory import english_like_query, english_like_text
 
 pytestmark = pytest.mark.image
@@ -67,7 +67,9 @@ def _get_json(container: Container, path: str) -> dict:
     """GET from inside the container (works with --network none), as Docker's HEALTHCHECK does."""
     code = (
         "import json, os, urllib.request as r; "
-        f"resp = r.urlopen('http://127.0.0.1:%s{path}' % os.environ['PORT'], timeout=60); "
+        f"req = r.Request('http://127.0.0.1:%s{path}' % os.environ['PORT'], "
+        f"headers={{'Authorization': 'Bearer {TEST_API_KEY}'}}); "
+        "resp = r.urlopen(req, timeout=60); "
         "print(json.dumps({'status': resp.status, 'body': json.loads(resp.read())}))"
     )
     return _python(container, code)
@@ -77,7 +79,7 @@ def _post_json(container: Container, path: str, payload: dict) -> dict:
     code = (
         "import json, os, sys, urllib.request as r; "
         f"req = r.Request('http://127.0.0.1:%s{path}' % os.environ['PORT'], data=sys.argv[1].encode(), "
-        "headers={'Content-Type': 'application/json'}); "
+        f"headers={{'Content-Type': 'application/json', 'Authorization': 'Bearer {TEST_API_KEY}'}}); "
         "resp = r.urlopen(req, timeout=60); "
         "print(json.dumps({'status': resp.status, 'body': json.loads(resp.read())}))"
     )
@@ -159,7 +161,7 @@ def test_torch_is_a_cpu_build_and_requirements_are_consistent(host):
 
 
 def _rerank(port: int, payload: dict, timeout: float = 120) -> httpx.Response:
-    return httpx.post(f"http://127.0.0.1:{port}/v1/rerank", json=payload, timeout=timeout)
+    return httpx.post(f"http://127.0.0.1:{port}/v1/rerank", json=payload, headers=AUTH_HEADERS, timeout=timeout)
 
 
 def _assert_ranked(body: dict, n_documents: int, top_n: int) -> None:

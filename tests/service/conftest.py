@@ -62,9 +62,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def live_server(settings: Settings) -> Iterator[str]:
-    """The app served by uvicorn on a loopback port, in this process: real HTTP for real clients."""
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning")
+def live_server(settings: Settings | None = None, *, app=None) -> Iterator[str]:
+    """The app (or one made from `settings`) served by uvicorn on a loopback port, in this process: real HTTP
+    for real clients."""
+    config = uvicorn.Config(app or create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -23,6 +23,7 @@ def test_defaults():
 def test_environment_variables_are_read(monkeypatch):
     monkeypatch.setenv("RERANK_MODEL", "org/other")
     monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("RERANK_API_KEYS", "a-key")
     monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://a.example, https://b.example,")
     monkeypatch.setenv("PORT", "9001")
     monkeypatch.setenv("WEB_CONCURRENCY", "3")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
+from service.api.auth import AuthenticatedRoute, require_auth
 from service.api.deps import get_metrics, get_settings, ready_engine, require_json
 from service.api.schemas import RerankV1Request, RerankV1Response, RerankV2Request, RerankV2Response
 from service.api.scoring import score
@@ -14,7 +15,8 @@ from service.engine.reranker import RerankEngine
 from service.metrics import Metrics
 from service.settings import Settings
 
-router = APIRouter(tags=["rerank"], dependencies=[Depends(require_json)])
+router = APIRouter(tags=["rerank"], route_class=AuthenticatedRoute,
+                   dependencies=[require_auth, Depends(require_json)])
 
 
 def _meta(version: str) -> dict:
@@ -28,10 +30,10 @@ def _model_name(settings: Settings) -> str:
 
 
 @router.post("/v1/rerank", response_model=RerankV1Response, response_model_exclude_none=True)
-async def rerank_v1(body: RerankV1Request, engine: RerankEngine = Depends(ready_engine),
+async def rerank_v1(body: RerankV1Request, request: Request, engine: RerankEngine = Depends(ready_engine),
                     metrics: Metrics = Depends(get_metrics), settings: Settings = Depends(get_settings)):
     """Jina / Cohere v1 shape: documents as strings or `{"text": ...}` objects, sorted results."""
-    scores = await score(engine, metrics, settings, body.query, body.documents)
+    scores = await score(engine, metrics, settings, body.query, body.documents, request=request)
     results = [
         {"index": i, "relevance_score": float(scores.relevance[i]),
          **({"document": {"text": body.documents[i]}} if body.return_documents else {})}
@@ -42,10 +44,10 @@ async def rerank_v1(body: RerankV1Request, engine: RerankEngine = Depends(ready_
 
 
 @router.post("/v2/rerank", response_model=RerankV2Response)
-async def rerank_v2(body: RerankV2Request, engine: RerankEngine = Depends(ready_engine),
+async def rerank_v2(body: RerankV2Request, request: Request, engine: RerankEngine = Depends(ready_engine),
                     metrics: Metrics = Depends(get_metrics), settings: Settings = Depends(get_settings)):
     """Cohere v2 shape: string documents, optional `max_tokens_per_doc`."""
-    scores = await score(engine, metrics, settings, body.query, body.documents,
+    scores = await score(engine, metrics, settings, body.query, body.documents, request=request,
                          max_tokens_per_doc=body.max_tokens_per_doc)
     results = [{"index": i, "relevance_score": float(scores.relevance[i])}
                for i in rank(scores.relevance, body.top_n)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 
 from service import __version__
+from service.api.auth import require_auth, require_metrics_access
 from service.api.deps import get_metrics, get_settings, get_state
 from service.metrics import Metrics
 from service.settings import Settings
@@ -11,7 +12,7 @@ from service.state import EngineState
 router = APIRouter(tags=["info"])
 
 
-@router.get("/info")
+@router.get("/info", dependencies=[require_auth])
 def info(state: EngineState = Depends(get_state), settings: Settings = Depends(get_settings)):
     """What is served and how: model, revision, device, backend and precision, limits, version."""
     loaded = state.loaded.info if state.loaded else {}
@@ -35,7 +36,7 @@ def info(state: EngineState = Depends(get_state), settings: Settings = Depends(g
     }
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[require_metrics_access])
 def metrics(metrics: Metrics = Depends(get_metrics)):
     payload, content_type = metrics.exposition()
     return Response(payload, media_type=content_type)
