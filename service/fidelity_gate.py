@@ -431,9 +431,11 @@ def _make_backend(option: str, model_dir: Path, load: Callable[[], Any], threads
     backend_name, precision = option.split("-", 1)
     cross_encoder = load()
     if backend_name == "torch":
+        from service.backends.attention import sample_features
         from service.backends.torch_backend import TorchBackend
 
-        return TorchBackend(cross_encoder.model, precision=precision), cross_encoder
+        return TorchBackend(cross_encoder.model, precision=precision,
+                            sample=sample_features(cross_encoder.tokenizer)), cross_encoder
     from service.backends.onnx_backend import FILES, ONNX_DIR, OnnxBackend
 
     return OnnxBackend(model_dir / ONNX_DIR / FILES[precision], precision=precision, threads=threads), cross_encoder
