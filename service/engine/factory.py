@@ -15,6 +15,7 @@ from service.backends.selection import (BackendChoice, choose_backend, load_verd
 from service.backends.torch_backend import TorchBackend
 from service.engine.reranker import RerankEngine
 from service.engine.tokenization import PairEncoder
+from service.memory import configure_allocator
 from service.model_store import ModelNotAvailableError, ModelSource, load_cross_encoder, resolve_device
 from service.settings import Settings, cpu_count_available
 
@@ -43,6 +44,7 @@ def configure_threads(settings: Settings) -> int:
 
 def build_engine(settings: Settings) -> LoadedEngine:
     started = time.perf_counter()
+    allocator = configure_allocator()
     threads = configure_threads(settings)
     source = ModelSource.from_settings(settings)
     device = resolve_device(settings.rerank_device)
@@ -81,6 +83,7 @@ def build_engine(settings: Settings) -> LoadedEngine:
         "attention_detail": backend.attention_report.as_info() if hasattr(backend, "attention_report") else None,
         "precision_verdict": verdict_info(choice, verdict, verdict_problem),
         "threads": threads,
+        "memory": allocator,
         "load_seconds": round(load_seconds, 3),
     }
     return LoadedEngine(engine, info)
