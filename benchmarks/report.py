@@ -33,6 +33,9 @@ def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     from benchmarks.chart import write_chart
 
     results["chart"] = write_chart(results, out_dir) is not None
+    soak = out_dir / "soak.json"  # python -m benchmarks.soak --json benchmarks/soak.json (run before)
+    if soak.is_file():
+        results["soak"] = json.loads(soak.read_text())
     md_path.write_text(render(results))
     return json_path, md_path
 
@@ -142,6 +145,18 @@ def render(results: dict[str, Any]) -> str:
     add("### Issue 9 targets (this service, per variant)\n")
     out.extend(_targets(results))
     add("")
+    if results.get("soak"):
+        add("### Memory soak (per-worker figure for infra/sizing.py, per precision)\n")
+        add("`python -m benchmarks.soak`: capacity measured first (W2-shaped requests, 8 clients, 10 s), then "
+            "mixed traffic (1 W1-shaped 100-document request per 4 W2-shaped ones, 8 clients) paced at that "
+            "rate. Peak = VmHWM of the worker (host) or the cgroup's memory.peak (image), load included.\n")
+        add("| precision | where | capacity (W2 req/s) | mixed requests / s | failed | peak RSS per worker | "
+            "RSS at the end | error |")
+        add("|---|---|---|---|---|---|---|---|")
+        for r in results["soak"]:
+            add(f"| {r['precision']} | {r['where']} | {r['capacity_rps']:.2f} | {r['requests']} / {r['seconds']} | "
+                f"{r['failures']} | {r['peak_rss_mib']:,.0f} MiB | {r['end_rss_mib']:,.0f} MiB | {r['error'] or ''} |")
+        add("")
     failures = {k: e for k, e in results["contenders"].items() if e.get("status") != "ok"}
     inf_install = results.get("infinity_install")
     if failures or (inf_install and not inf_install.get("ok")):
