@@ -33,9 +33,10 @@ def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     from benchmarks.chart import write_chart
 
     results["chart"] = write_chart(results, out_dir) is not None
-    soak = out_dir / "soak.json"  # python -m benchmarks.soak --json benchmarks/soak.json (run before)
-    if soak.is_file():
-        results["soak"] = json.loads(soak.read_text())
+    for key in ("soak", "gate"):  # python -m benchmarks.soak / benchmarks.gate_report, run before
+        extra = out_dir / f"{key}.json"
+        if extra.is_file():
+            results[key] = json.loads(extra.read_text())
     md_path.write_text(render(results))
     return json_path, md_path
 
@@ -156,6 +157,21 @@ def render(results: dict[str, Any]) -> str:
         for r in results["soak"]:
             add(f"| {r['precision']} | {r['where']} | {r['capacity_rps']:.2f} | {r['requests']} / {r['seconds']} | "
                 f"{r['failures']} | {r['peak_rss_mib']:,.0f} MiB | {r['end_rss_mib']:,.0f} MiB | {r['error'] or ''} |")
+        add("")
+    if results.get("gate"):
+        add("### Precision gate (`python -m benchmarks.gate_report`)\n")
+        add("The verdict `service/fidelity_gate.py` takes (512 calibration pairs, bf16 with converted weights "
+            "vs fp32): Spearman >= 0.999, mean top-10 overlap >= 0.98, max |score difference| <= 0.01.\n")
+        add("| model | option | Spearman | top-10 overlap | max abs diff | mean abs diff | speed vs fp32 | verdict |")
+        add("|---|---|---|---|---|---|---|---|")
+        for label, verdict in results["gate"].items():
+            for option, e in verdict["options"].items():
+                if option == verdict.get("reference"):
+                    continue
+                add(f"| {label} | {option} | {e.get('spearman', float('nan')):.5f} | "
+                    f"{e.get('top10_overlap', float('nan')):.3f} | {e.get('max_abs_diff', float('nan')):.2e} | "
+                    f"{e.get('mean_abs_diff', float('nan')):.2e} | {e.get('speedup_vs_reference') or 0:.2f}x | "
+                    f"{'pass' if e.get('passed') else 'FAIL'} |")
         add("")
     failures = {k: e for k, e in results["contenders"].items() if e.get("status") != "ok"}
     inf_install = results.get("infinity_install")
