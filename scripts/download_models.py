@@ -24,6 +24,7 @@ from service.model_download import (  # noqa: E402
     add_model_arguments,
     load_download_settings,
     prepare_model,
+    print_verdict,
     resolve_project_path,
 )
 from service.model_store import hf_cache_dir  # noqa: E402
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         help="save a plain model directory here instead of the Hugging Face cache "
         "(default: RERANK_LOCAL_DIR)",
     )
+    parser.add_argument(
+        "--no-fidelity-gate",
+        action="store_true",
+        help="skip the precision gate (no fidelity.json: RERANK_PRECISION=auto then runs fp32)",
+    )
     args = parser.parse_args(argv)
     report_to_stderr()  # what the Hub is waited for, and for how long
 
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             local_dir=args.local_dir,
             max_length=settings.rerank_max_length,
             timeouts=settings.hub_timeouts,
+            fidelity_gate=not args.no_fidelity_gate,
         )
     except ModelNotAvailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -73,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prepared.source.path} {loaded}.")
     if prepared.code_repos:
         print("Remote code from: " + ", ".join(prepared.code_repos))
+    print_verdict(prepared)
     print("Settings for the service:")
     for line in prepared.env_lines():
         print(f"  {line}")

@@ -22,6 +22,7 @@ from service.model_download import (  # noqa: E402
     add_model_arguments,
     load_download_settings,
     prepare_model,
+    print_verdict,
     resolve_project_path,
 )
 from service.hub import report_to_stderr  # noqa: E402
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where to save it; relative to the project root (default: {DEFAULT_OUTPUT_DIR})",
     )
     add_model_arguments(parser, settings)
+    parser.add_argument(
+        "--no-fidelity-gate",
+        action="store_true",
+        help="skip the precision gate (no fidelity.json: RERANK_PRECISION=auto then runs fp32)",
+    )
     args = parser.parse_args(argv)
     report_to_stderr()  # what the Hub is waited for, and for how long
 
@@ -54,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             local_dir=args.output_dir,
             max_length=settings.rerank_max_length,
             timeouts=settings.hub_timeouts,
+            fidelity_gate=not args.no_fidelity_gate,
         )
     except ModelNotAvailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -63,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Saved {args.model} to {prepared.source.path}; it loads with the Hub offline "
         f"({prepared.verification.model_class})."
     )
+    print_verdict(prepared)
     print("Put this line in .env:")
     for line in prepared.env_lines():
         print(line)

@@ -83,8 +83,10 @@ class _Job:
 
 class BatchScheduler:
     def __init__(self, run_pairs: RunPairs, *, batch_tokens: int, max_wait_s: float,
-                 max_queued_tokens: int | None = None, watchdog_s: float = 30.0) -> None:
+                 max_queued_tokens: int | None = None, watchdog_s: float = 30.0,
+                 on_idle: Callable[[], object] | None = None) -> None:
         self._run_pairs = run_pairs
+        self._on_idle = on_idle  # called when the queue is empty after a forward (memory release)
         self._batch_tokens = batch_tokens
         self._max_wait_s = max_wait_s
         self.max_queued_tokens = max_queued_tokens
@@ -274,6 +276,11 @@ class BatchScheduler:
                 if not self._take(first):
                     continue
                 self._run(self._collect(first))
+                if self._on_idle is not None and self._queue.empty():
+                    try:
+                        self._on_idle()
+                    except Exception:  # noqa: BLE001 - never let housekeeping stop the inference thread
+                        logger.exception("idle callback failed")
         except BaseException as exc:  # the thread is dying: say so, and fail everyone waiting
             error = exc
             raise
