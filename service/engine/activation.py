@@ -16,10 +16,11 @@ Activation = Callable[[np.ndarray], np.ndarray]
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    # float32 in, float32 out (as torch.sigmoid); exp of a large negative logit is inf -> 0, no warning
+    """float32 in, float32 out, as torch.sigmoid: exp of -|x| only (no overflow), so very negative logits
+    give tiny positive scores rather than 0."""
     logits = np.asarray(logits, dtype=np.float32)
-    with np.errstate(over="ignore"):
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    small = np.exp(-np.abs(logits))
+    return np.where(logits >= 0, 1.0 / (1.0 + small), small / (1.0 + small)).astype(np.float32)
 
 
 def identity(logits: np.ndarray) -> np.ndarray:

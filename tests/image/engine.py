@@ -81,13 +81,20 @@ class BuildResult:
 
 
 def build_image(
-    context: Path, tag: str, build_args: Mapping[str, str], log: Path, timeout: float = 1800
+    context: Path,
+    tag: str,
+    build_args: Mapping[str, str],
+    log: Path,
+    timeout: float = 1800,
+    target: str | None = None,
 ) -> BuildResult:
-    """`docker build` unless an image with this tag (the hash of its inputs) already exists."""
+    """`docker build [--target T]` unless an image with this tag (the hash of its inputs) already exists."""
     if image_exists(tag):
         return BuildResult(tag, None, log)
     log.parent.mkdir(parents=True, exist_ok=True)
     command = ["docker", "build", "--tag", tag]
+    if target:
+        command += ["--target", target]
     for key, value in build_args.items():
         command += ["--build-arg", f"{key}={value}"]
     command.append(str(context))

@@ -1,0 +1,391 @@
+"""Prepare the model folder the ONNX flavour serves (the runtime-onnx image's model stage runs this).
+
+    python scripts/build_onnx_bundle.py --model-dir /opt/reranker/model --out-dir /opt/reranker/onnx-model
+
+Needs torch, transformers and the `onnx` package (the model stage has them; the slim runtime does not). Steps:
+
+1. The reference: the model loaded as the torch flavour loads it (`load_cross_encoder`: remote code, ALiBi
+   buffer capped to `max_length`), fp32 scores of the calibration pairs.
+2. The graph. The repository's own `onnx/model.onnx` is used when it *matches*: ONNX Runtime loads it, its
+   inputs are among input_ids / attention_mask / token_type_ids, it answers one logit per pair, it accepts a
+   pair of `max_length` tokens (an ALiBi graph capped shorter fails here), and served exactly as the ONNX
+   flavour serves it its scores pass the fidelity gate against the reference. Otherwise the model is
+   exported (`service.backends.onnx_export.export_onnx`, ALiBi cap = `max_length`) and the export must pass.
+3. Graph optimisation: onnxruntime.transformers' BERT fusions (Gelu, SkipLayerNormalization; attention does
+   not fuse with ALiBi), kept only if the optimised graph passes the gate too.
+4. int8: dynamic quantization of the chosen graph, shipped only when it passes the gate.
+5. The tokenizer as transformers configures it on load (tokenizer.json from the loaded fast tokenizer), checked
+   to give the transformers tokenizer's ids, token type ids and truncation on every calibration pair and on
+   truncation cases; config.json and tokenizer_config.json; the verdict in `fidelity.json`.
+
+Any failed check stops the build with a message naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.backends.onnx_backend import FILES, INT64_INPUTS, ONNX_DIR, OnnxBackend
+from service.engine.activation import activation_from_config
+from service.engine.reranker import RerankEngine
+from service.engine.tokenization import TokenizersPairEncoder
+from service.model_store import ModelSource, read_model_config
+
+logger = logging.getLogger("service.onnx_bundle")
+
+FIDELITY_FILE = "fidelity.json"
+THRESHOLDS = {"spearman": 0.999, "top10_overlap": 0.98, "max_abs_diff": 0.01}  # CONTRACTS.md
+COPIED_FILES = ("config.json", "tokenizer_config.json", "special_tokens_map.json")
+BATCH_TOKENS = 4096
+
+
+class BundleError(RuntimeError):
+    """A check failed: the message names it and what was measured."""
+
+
+# ---- calibration pairs ---------------------------------------------------------------------------------------
+
+_WORDS = """
+the a of to and in is for on that with as by at from this are be was it an or which model query document
+search result relevance score rank order list first second best answer question city country river capital
+france paris germany berlin europe ocean mountain history war king queen century science physics energy
+water light speed time space planet earth moon sun star system network computer program language code data
+memory disk server request response cloud price plan month worker image build container health check test
+medicine doctor patient heart blood cell protein gene disease treatment study research university student
+music song album film actor book author novel story poem painting museum art market company bank money trade
+food bread cheese wine coffee tea fruit apple banana orange garden tree flower forest animal dog cat bird fish
+river bridge road car train plane ship port harbor island beach weather rain snow wind storm summer winter
+""".split()
+
+
+def calibration_pairs(queries: int = 8, documents_per_query: int = 32, seed: int = 12) -> list[tuple[str, str]]:
+    """Fixed pairs, documents of 1 to ~700 words (the longest are truncated at 512 tokens), 32 per query so
+    that top-10 overlap means something. Interim set until the fidelity gate (service/fidelity_gate.py)
+    provides its calibration pairs."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(queries):
+        query = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12)))
+        for _ in range(documents_per_query):
+            bucket = rng.random()
+            words = (rng.randint(1, 20) if bucket < 0.2 else rng.randint(20, 200) if bucket < 0.8
+                     else rng.randint(200, 700))
+            # share words with the query now and then, so scores spread
+            vocabulary = _WORDS + query.split() * rng.randint(0, 6)
+            pairs.append((query, " ".join(rng.choice(vocabulary) for _ in range(words)).capitalize() + "."))
+    return pairs
+
+
+# ---- the comparison ------------------------------------------------------------------------------------------
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties averaged (as scipy.stats.rankdata)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and ordered[j + 1] == ordered[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def top_k_overlap(reference: Sequence[float], candidate: Sequence[float], queries: Sequence[str],
+                  k: int = 10) -> float:
+    """Mean over queries of |top-k(reference) & top-k(candidate)| / k."""
+    reference, candidate = np.asarray(reference), np.asarray(candidate)
+    overlaps = []
+    for query in dict.fromkeys(queries):
+        rows = np.array([i for i, q in enumerate(queries) if q == query])
+        size = min(k, len(rows))
+        best_ref = set(rows[np.argsort(-reference[rows], kind="stable")[:size]])
+        best_cand = set(rows[np.argsort(-candidate[rows], kind="stable")[:size]])
+        overlaps.append(len(best_ref & best_cand) / size)
+    return float(np.mean(overlaps))
+
+
+@dataclass
+class Verdict:
+    option: str
+    passed: bool
+    spearman: float
+    top10_overlap: float
+    max_abs_diff: float
+    pairs: int
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(data.pop("extra"))
+        data.pop("option")
+        return data
+
+
+def judge(option: str, reference: Sequence[float], candidate: Sequence[float],
+          pairs: Sequence[tuple[str, str]], **extra: Any) -> Verdict:
+    reference, candidate = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    rho = spearman(reference, candidate)
+    overlap = top_k_overlap(reference, candidate, [q for q, _ in pairs])
+    worst = float(np.max(np.abs(reference - candidate)))
+    passed = (rho >= THRESHOLDS["spearman"] and overlap >= THRESHOLDS["top10_overlap"]
+              and worst <= THRESHOLDS["max_abs_diff"])
+    return Verdict(option, passed, round(rho, 6), round(overlap, 4), float(f"{worst:.3g}"), len(pairs),
+                   extra=extra)
+
+
+# ---- scoring as each flavour serves ---------------------------------------------------------------------------
+
+
+def score_grouped(score: Callable[[str, list[str]], np.ndarray], pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+    out: list[float] = []
+    start = 0
+    while start < len(pairs):
+        query = pairs[start][0]
+        end = start
+        while end < len(pairs) and pairs[end][0] == query:
+            end += 1
+        out.extend(np.asarray(score(query, [d for _, d in pairs[start:end]])).tolist())
+        start = end
+    return np.asarray(out, dtype=np.float64)
+
+
+def onnx_engine_for(folder: Path, model_file: Path, max_length: int, precision: str = "fp32",
+                    threads: int | None = None) -> RerankEngine:
+    """The engine the ONNX flavour builds, on `model_file` with `folder`'s tokenizer and config."""
+    config = read_model_config(ModelSource(model_id=folder.name, path=folder), local_files_only=True)
+    backend = OnnxBackend(model_file, precision=precision, threads=threads)
+    encoder = TokenizersPairEncoder.from_model_dir(folder, max_length,
+                                                   with_token_type_ids="token_type_ids" in backend.input_names)
+    activation, _ = activation_from_config(config)
+    return RerankEngine(encoder, backend, activation, batch_tokens=BATCH_TOKENS, max_wait_s=0)
+
+
+def score_onnx(folder: Path, model_file: Path, max_length: int, pairs: Sequence[tuple[str, str]],
+               precision: str = "fp32") -> np.ndarray:
+    engine = onnx_engine_for(folder, model_file, max_length, precision)
+    return score_grouped(lambda q, docs: engine.rerank_now(q, docs).relevance, pairs)
+
+
+# ---- checks on a candidate graph -------------------------------------------------------------------------------
+
+
+def graph_problem(model_file: Path, max_length: int, num_labels: int = 1) -> str | None:
+    """Why this ONNX file cannot be served as is (None: it can): inputs, output shape, max_length input."""
+    try:
+        backend = OnnxBackend(model_file, threads=1)
+    except Exception as exc:  # noqa: BLE001 - anything ONNX Runtime refuses is a mismatch
+        return f"ONNX Runtime cannot load it or its inputs do not fit ({type(exc).__name__}: {exc})"
+    unknown = [name for name in backend.input_names if name not in INT64_INPUTS]
+    if unknown:
+        return f"unexpected inputs {unknown}"
+    features = {name: np.ones((2, max_length), dtype=np.int64) for name in INT64_INPUTS}
+    features["token_type_ids"] = np.zeros((2, max_length), dtype=np.int64)
+    try:
+        logits = backend.forward(features)
+    except Exception as exc:  # noqa: BLE001
+        return f"it does not accept a pair of {max_length} tokens ({type(exc).__name__}: {str(exc)[:300]})"
+    if logits.shape != (2, num_labels):
+        return f"output shape {logits.shape} for 2 pairs, expected (2, {num_labels})"
+    return None
+
+
+# ---- the bundle ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BundleReport:
+    out_dir: Path
+    graph_source: str  # "repository" | "exported"
+    why: str
+    options: dict[str, Verdict]
+    optimised: bool
+    seconds: float
+
+
+def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
+                 pairs: Sequence[tuple[str, str]] | None = None, quantize: bool = True,
+                 optimise: bool = True) -> BundleReport:
+    started = time.perf_counter()
+    model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir)
+    pairs = list(pairs or calibration_pairs())
+    from service.model_store import load_cross_encoder
+
+    cross_encoder, max_length = load_cross_encoder(ModelSource(model_id=model_dir.name, path=model_dir),
+                                                   device="cpu", max_length=max_length, local_files_only=True)
+    reference = np.asarray(cross_encoder.predict(pairs, batch_size=32, show_progress_bar=False),
+                           dtype=np.float64)
+    config = read_model_config(ModelSource(model_id=model_dir.name, path=model_dir), local_files_only=True)
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    (out_dir / ONNX_DIR).mkdir(parents=True)
+    write_tokenizer(cross_encoder, model_dir, out_dir)
+    check_tokenizer(cross_encoder, out_dir, max_length, pairs)
+
+    work = out_dir / ".work"
+    work.mkdir()
+    options: dict[str, Verdict] = {}
+    fp32_file = out_dir / ONNX_DIR / FILES["fp32"]
+    shipped = model_dir / ONNX_DIR / FILES["fp32"]
+    graph_source, why = "exported", f"the repository has no {ONNX_DIR}/{FILES['fp32']}"
+    if shipped.is_file():
+        problem = graph_problem(shipped, max_length)
+        if problem is None:
+            verdict = judge("onnx-fp32", reference, score_onnx(out_dir, shipped, max_length, pairs), pairs,
+                            graph="repository")
+            problem = None if verdict.passed else f"its scores fail the gate ({verdict.as_dict()})"
+        if problem is None:
+            shutil.copyfile(shipped, work / "candidate.onnx")
+            graph_source, why = "repository", f"{ONNX_DIR}/{FILES['fp32']} matches (inputs, shape, " \
+                                              f"{max_length}-token pairs, scores within the gate)"
+        else:
+            why = f"the repository's {ONNX_DIR}/{FILES['fp32']} does not match: {problem}"
+    logger.info("ONNX graph: %s (%s)", graph_source, why)
+    if graph_source == "exported":
+        from service.backends.onnx_export import export_onnx
+
+        export_onnx(model_dir, work / "candidate.onnx", max_length=max_length)
+        problem = graph_problem(work / "candidate.onnx", max_length)
+        if problem:
+            raise BundleError(f"the exported graph cannot be served: {problem}")
+    candidate = work / "candidate.onnx"
+    verdict = judge("onnx-fp32", reference, score_onnx(out_dir, candidate, max_length, pairs), pairs,
+                    graph=graph_source)
+    if not verdict.passed:
+        raise BundleError(f"the {graph_source} ONNX graph fails the fidelity gate: {verdict.as_dict()}")
+    chosen = candidate
+
+    optimised = False
+    if optimise:
+        try:
+            optimised_file = optimise_graph(candidate, work / "optimised.onnx", config)
+        except Exception as exc:  # noqa: BLE001 - optimisation is optional; the plain graph still serves
+            logger.warning("graph optimisation skipped: %s: %s", type(exc).__name__, exc)
+        else:
+            check = judge("onnx-fp32", reference, score_onnx(out_dir, optimised_file, max_length, pairs), pairs)
+            if check.passed and graph_problem(optimised_file, max_length) is None:
+                chosen, optimised, verdict = optimised_file, True, check
+                verdict.extra.update(graph=graph_source, optimised=True)
+            else:
+                logger.warning("optimised graph rejected (%s); serving the plain one", check.as_dict())
+    shutil.copyfile(chosen, fp32_file)
+    options["onnx-fp32"] = verdict
+
+    if quantize:
+        from service.backends.onnx_export import quantize_int8
+
+        # from the plain graph: the quantizer does not know the fused contrib ops
+        int8_work = quantize_int8(candidate, work / "int8.onnx")
+        int8 = judge("onnx-int8", reference,
+                     score_onnx(out_dir, int8_work, max_length, pairs, precision="int8"), pairs,
+                     quantization="dynamic int8 (QInt8 weights), pairs run one by one")
+        options["onnx-int8"] = int8
+        if int8.passed:
+            shutil.move(str(int8_work), out_dir / ONNX_DIR / FILES["int8"])
+        logger.info("int8: %s (%s)", "shipped" if int8.passed else "not shipped: fails the gate", int8.as_dict())
+    shutil.rmtree(work)
+
+    report = BundleReport(out_dir, graph_source, why, options, optimised, time.perf_counter() - started)
+    write_verdict(out_dir, report, max_length)
+    return report
+
+
+def write_tokenizer(cross_encoder: Any, model_dir: Path, out_dir: Path) -> None:
+    """tokenizer.json as the loaded transformers tokenizer has it (normalizer options of tokenizer_config.json
+    applied, added tokens included), without truncation or padding state; the config files beside it."""
+    backend = cross_encoder.tokenizer.backend_tokenizer
+    state = json.loads(backend.to_str())
+    state["truncation"], state["padding"] = None, None
+    (out_dir / "tokenizer.json").write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+    for name in COPIED_FILES:
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, out_dir / name)
+
+
+def check_tokenizer(cross_encoder: Any, out_dir: Path, max_length: int, pairs: Sequence[tuple[str, str]]) -> None:
+    """The tokenizers encoder of the bundle gives the transformers encoder's ids, type ids and truncation."""
+    from service.engine.tokenization import PairEncoder
+
+    expected_encoder = PairEncoder(cross_encoder.tokenizer, max_length)
+    got_encoder = TokenizersPairEncoder.from_model_dir(out_dir, max_length)
+    cases: list[tuple[str, list[str], dict[str, int]]] = []
+    for query in dict.fromkeys(q for q, _ in pairs):
+        documents = [d for q, d in pairs if q == query]
+        cases += [(query, documents, {}), (query, documents, {"max_tokens_per_doc": 16}),
+                  (query, documents[:4], {"max_length": 24}), (" ".join([query] * 80), documents[:4], {})]
+    for query, documents, options in cases:
+        expected = expected_encoder.encode(query, documents, **options)
+        got = got_encoder.encode(query, documents, **options)
+        if got.input_ids != expected.input_ids or (
+                expected.token_type_ids is not None and got.token_type_ids != expected.token_type_ids):
+            raise BundleError(f"the tokenizers encoder differs from transformers' on query {query[:60]!r} "
+                              f"with {options or 'defaults'}")
+    if got_encoder.pad_token_id != expected_encoder.pad_token_id:
+        raise BundleError(f"pad token id {got_encoder.pad_token_id} != transformers' {expected_encoder.pad_token_id}")
+
+
+def optimise_graph(source: Path, target: Path, config: dict[str, Any]) -> Path:
+    """onnxruntime.transformers' BERT fusions that apply to JinaBERT: Gelu (erf form, in GEGLU) and
+    SkipLayerNormalization (residual add + LayerNorm). Attention does not fuse (the ALiBi bias add breaks the
+    pattern) and EmbedLayerNormalization does not either (no position embeddings)."""
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    options = FusionOptions("bert")
+    model = optimizer.optimize_model(str(source), model_type="bert", num_heads=int(config["num_attention_heads"]),
+                                     hidden_size=int(config["hidden_size"]), optimization_options=options,
+                                     opt_level=0, use_gpu=False)
+    fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
+    meta["optimisation"] = "onnxruntime.transformers bert fusions: " + (
+        ", ".join(f"{k} x{v}" for k, v in sorted(fused.items())) or "none applied")
+    model.model.ClearField("metadata_props")
+    for key, value in meta.items():
+        entry = model.model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.save_model_to_file(str(target))
+    logger.info("optimised graph: %s", meta["optimisation"])
+    return target
+
+
+def write_verdict(out_dir: Path, report: BundleReport, max_length: int) -> None:
+    import onnxruntime
+
+    versions = {"onnxruntime": onnxruntime.__version__}
+    for name in ("torch", "transformers", "onnx", "tokenizers"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    verdict = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions,
+        "thresholds": THRESHOLDS,
+        "calibration": {"pairs": report.options["onnx-fp32"].pairs, "reference": "torch fp32 CrossEncoder.predict",
+                        "max_length": max_length, "set": "service.onnx_bundle.calibration_pairs"},
+        "options": {name: v.as_dict() for name, v in report.options.items()},
+        "onnx_graph": {"source": report.graph_source, "why": report.why, "optimised": report.optimised},
+    }
+    (out_dir / FIDELITY_FILE).write_text(json.dumps(verdict, indent=2) + "\n", encoding="utf-8")
