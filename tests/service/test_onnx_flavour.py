@@ -263,3 +263,57 @@ def test_slim_requirements_pin_exactly_what_service_txt_pins():
     assert {name: full.get(name) for name in slim} == slim, "a slim pin differs from service.txt"
     missing = set(full) - TORCH_ONLY_PINS - set(slim)
     assert not missing, f"service.txt pins {sorted(missing)}, which the slim image would lack"
+
+
+# ---- the bundle the runtime-onnx image serves ------------------------------------------------------------------
+
+
+def _bundle(model_dir: Path, out_dir: Path):
+    from service.onnx_bundle import build_bundle, calibration_pairs
+
+    return build_bundle(model_dir, out_dir, pairs=calibration_pairs(queries=3, documents_per_query=16))
+
+
+def test_bundle_reuses_a_matching_repository_graph_and_serves_torch_scores(alibi_onnx_model, tmp_path):
+    report = _bundle(alibi_onnx_model, tmp_path / "bundle")
+    assert report.graph_source == "repository", report.why
+    verdict = json.loads((tmp_path / "bundle" / "fidelity.json").read_text())
+    assert verdict["options"]["onnx-fp32"]["passed"] is True
+    assert verdict["thresholds"] == {"spearman": 0.999, "top10_overlap": 0.98, "max_abs_diff": 0.01}
+    assert set(verdict["options"]) == {"onnx-fp32", "onnx-int8"}
+    int8_shipped = (tmp_path / "bundle" / "onnx" / "model_quantized.onnx").exists()
+    assert int8_shipped == verdict["options"]["onnx-int8"]["passed"]
+    # weights live in the page-aligned data file next to the graph
+    assert (tmp_path / "bundle" / "onnx" / "model.onnx.data").stat().st_size > 0
+    assert not (tmp_path / "bundle" / "model.safetensors").exists()
+
+    query, documents = _workload(24, seed=8)
+    served = build_engine(load_settings(RERANK_MODEL_PATH=str(tmp_path / "bundle"), RERANK_FLAVOUR="onnx",
+                                        RERANK_PRECISION="fp32"))
+    torch = build_engine(load_settings(RERANK_MODEL_PATH=str(alibi_onnx_model), RERANK_FLAVOUR="torch",
+                                       RERANK_PRECISION="fp32"))
+    try:
+        got, expected = served.engine.rerank_now(query, documents), torch.engine.rerank_now(query, documents)
+        assert got.tokens == expected.tokens
+        assert np.max(np.abs(got.relevance - expected.relevance)) <= 1e-4
+    finally:
+        served.engine.stop()
+        torch.engine.stop()
+
+
+def test_bundle_exports_when_the_repository_graph_does_not_match(alibi_onnx_model, bert_onnx_model, tmp_path):
+    # a graph capped at 64 tokens cannot take the 512-token pairs the service feeds
+    short = tmp_path / "short"
+    shutil.copytree(alibi_onnx_model, short)
+    export_onnx(short, short / "onnx" / "model.onnx", max_length=64)
+    report = _bundle(short, tmp_path / "short-bundle")
+    assert report.graph_source == "exported" and "512 tokens" in report.why, report.why
+    # another model's graph: loads and has the right inputs, but its scores fail the gate
+    foreign = tmp_path / "foreign"
+    shutil.copytree(alibi_onnx_model, foreign)
+    shutil.copyfile(bert_onnx_model / "onnx" / "model.onnx", foreign / "onnx" / "model.onnx")
+    report = _bundle(foreign, tmp_path / "foreign-bundle")
+    assert report.graph_source == "exported" and "fail the gate" in report.why, report.why
+    verdict = json.loads((tmp_path / "foreign-bundle" / "fidelity.json").read_text())
+    assert verdict["options"]["onnx-fp32"]["passed"] is True
+    assert verdict["onnx_graph"]["source"] == "exported"
