@@ -98,8 +98,14 @@ RUN if [ -n "$WHEEL_DIR" ]; then \
         pip install --index-url "$PYPI_INDEX_URL" -r /build/requirements/service-onnx.txt; \
     fi \
  && python -c "import importlib.util as u, sys; bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if u.find_spec(m)]; sys.exit('the slim venv has ' + ', '.join(bad) if bad else 0)" \
- && rm -rf /build /root/.cache \
- && find /opt/venv -depth -type d -name __pycache__ -exec rm -rf {} +
+ && rm -rf /build /root/.cache
+# Not needed to serve, ~60 MB: pip and setuptools, test suites, numpy's f2py/distutils, ONNX Runtime's offline tools
+# (transformers optimizer, quantization), and every .pyc (the runtime stage byte-compiles what the service imports).
+RUN site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+ && python -m pip uninstall --yes --quiet pip setuptools \
+ && rm -rf "$site/numpy/f2py" "$site/numpy/distutils" "$site/onnxruntime/transformers" \
+           "$site/onnxruntime/quantization" "$site/onnxruntime/tools" /opt/venv/bin/f2py /opt/venv/bin/numpy-config \
+ && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
 
 # ---- deps-export: the torch venv plus the `onnx` package (exporter, graph optimiser, quantizer) --------------
 FROM deps AS deps-export
@@ -153,9 +159,13 @@ RUN groupadd --system --gid 10001 app \
 COPY --from=deps-onnx /opt/venv /opt/venv
 COPY --from=model-onnx /opt/reranker/onnx-model /opt/reranker/model
 COPY service/ /app/service/
-RUN python3 -m compileall -q /app/service /opt/venv/lib
-
 WORKDIR /app
+# Serve once at build time, as the image will (proof that the slim flavour loads and scores the baked-in model),
+# which also byte-compiles exactly the modules the service imports; then the service's own code.
+RUN RERANK_MODEL_PATH=/opt/reranker/model RERANK_FLAVOUR=onnx ENVIRONMENT=production /opt/venv/bin/python -c \
+      "import uvicorn; uvicorn.Config('service.main:app').load(); from service.settings import load_settings; from service.engine.factory import build_engine; loaded = build_engine(load_settings()); loaded.engine.stop(); print('slim flavour serves:', loaded.info['backend'], loaded.info['precision'])" \
+ && python3 -m compileall -q /app/service
+
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -6,11 +6,15 @@ Needs torch, transformers and the `onnx` package (the model stage has them; the 
 
 1. The reference: the model loaded as the torch flavour loads it (`load_cross_encoder`: remote code, ALiBi
    buffer capped to `max_length`), fp32 scores of the calibration pairs.
-2. The graph. The repository's own `onnx/model.onnx` is used when it *matches*: ONNX Runtime loads it, its
-   inputs are among input_ids / attention_mask / token_type_ids, it answers one logit per pair, it accepts a
-   pair of `max_length` tokens (an ALiBi graph capped shorter fails here), and served exactly as the ONNX
-   flavour serves it its scores pass the fidelity gate against the reference. Otherwise the model is
-   exported (`service.backends.onnx_export.export_onnx`, ALiBi cap = `max_length`) and the export must pass.
+2. The graph. The repository's own `onnx/model.onnx` *matches* when ONNX Runtime loads it, its inputs are
+   among input_ids / attention_mask / token_type_ids, it answers one logit per pair, it accepts a pair of
+   `max_length` tokens (an ALiBi graph capped shorter fails here), and, served exactly as the ONNX flavour
+   serves it, its scores pass the fidelity gate against the reference. For JinaBERT-style attention the
+   model is first exported with fused attention (`export_onnx(..., fuse_attention=True)`: ONNX Runtime's
+   MultiHeadAttention with the ALiBi bias, a fusion no optimiser applies to the repository's graph); that
+   graph wins when it passes the gate, because it needs a fraction of the attention memory. Otherwise the
+   matching repository graph is used; otherwise a plain export (ALiBi cap = `max_length`), which must pass.
+   fidelity.json says which, and why.
 3. Graph optimisation: onnxruntime.transformers' BERT fusions (Gelu, SkipLayerNormalization; attention does
    not fuse with ALiBi), kept only if the optimised graph passes the gate too. The file that ships keeps its
    weights in a page-aligned `model.onnx.data` that ONNX Runtime memory-maps (half the resident memory), and
@@ -218,6 +222,7 @@ def graph_problem(model_file: Path, max_length: int, num_labels: int = 1) -> str
 class BundleReport:
     out_dir: Path
     graph_source: str  # "repository" | "exported"
+    attention: str  # "fused" | "unfused"
     why: str
     options: dict[str, Verdict]
     optimised: bool
@@ -226,7 +231,7 @@ class BundleReport:
 
 def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
                  pairs: Sequence[tuple[str, str]] | None = None, quantize: bool = True,
-                 optimise: bool = True) -> BundleReport:
+                 optimise: bool = True, fuse_attention: bool = True) -> BundleReport:
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir)
     pairs = list(pairs or calibration_pairs())
@@ -249,31 +254,50 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
     options: dict[str, Verdict] = {}
     fp32_file = out_dir / ONNX_DIR / FILES["fp32"]
     shipped = model_dir / ONNX_DIR / FILES["fp32"]
-    graph_source, why = "exported", f"the repository has no {ONNX_DIR}/{FILES['fp32']}"
+    from service.backends.onnx_export import export_onnx, fusable_attention_modules
+
+    # The repository's graph: used when it matches (and nothing better is available, see below).
+    repository_matches, repository_note = False, f"the repository has no {ONNX_DIR}/{FILES['fp32']}"
     if shipped.is_file():
         problem = graph_problem(shipped, max_length)
         if problem is None:
             shipped_verdict = judge("onnx-fp32", reference, score_onnx(out_dir, shipped, max_length, pairs), pairs)
             problem = None if shipped_verdict.passed else f"its scores fail the gate ({shipped_verdict.as_dict()})"
-        if problem is None:
-            shutil.copyfile(shipped, work / "candidate.onnx")
-            graph_source, why = "repository", f"{ONNX_DIR}/{FILES['fp32']} matches (inputs, shape, " \
-                                              f"{max_length}-token pairs, scores within the gate)"
-        else:
-            why = f"the repository's {ONNX_DIR}/{FILES['fp32']} does not match: {problem}"
-    logger.info("ONNX graph: %s (%s)", graph_source, why)
-    if graph_source == "exported":
-        from service.backends.onnx_export import export_onnx
+        repository_matches = problem is None
+        repository_note = (f"the repository's {ONNX_DIR}/{FILES['fp32']} matches (inputs, one logit, "
+                           f"{max_length}-token pairs, scores within the gate)" if repository_matches else
+                           f"the repository's {ONNX_DIR}/{FILES['fp32']} does not match: {problem}")
+    plain = work / "plain.onnx"  # an unfused graph: the repository's, or our export
+    if repository_matches:
+        shutil.copyfile(shipped, plain)
 
-        export_onnx(model_dir, work / "candidate.onnx", max_length=max_length)
-        problem = graph_problem(work / "candidate.onnx", max_length)
+    # A fused-attention export, when the model's attention can be fused: same scores (gated), one attention
+    # buffer per layer instead of several, which is what lets a worker fit 512 MB.
+    candidate, graph_source, attention = None, "", "unfused"
+    if fuse_attention and fusable_attention_modules(cross_encoder.model):
+        fused = export_onnx(model_dir, work / "fused.onnx", max_length=max_length, fuse_attention=True)
+        problem = graph_problem(fused, max_length)
+        check = None if problem else judge("onnx-fp32", reference, score_onnx(out_dir, fused, max_length, pairs),
+                                           pairs)
+        if problem is None and check.passed:
+            candidate, graph_source, attention = fused, "exported", "fused"
+            why = (f"exported with fused attention (MultiHeadAttention, ALiBi as its bias; capped at {max_length} "
+                   f"tokens); {repository_note}" + (", but its attention is unfused (several batch x heads x "
+                                                    "L^2 buffers per layer)" if repository_matches else ""))
+        else:
+            logger.warning("fused-attention export rejected (%s)", problem or check.as_dict())
+    if candidate is None and repository_matches:
+        candidate, graph_source, why = plain, "repository", repository_note
+    if candidate is None:
+        export_onnx(model_dir, plain, max_length=max_length)
+        problem = graph_problem(plain, max_length)
         if problem:
             raise BundleError(f"the exported graph cannot be served: {problem}")
-    candidate = work / "candidate.onnx"
-    if graph_source == "exported":
-        verdict = judge("onnx-fp32", reference, score_onnx(out_dir, candidate, max_length, pairs), pairs)
-        if not verdict.passed:
-            raise BundleError(f"the exported ONNX graph fails the fidelity gate: {verdict.as_dict()}")
+        check = judge("onnx-fp32", reference, score_onnx(out_dir, plain, max_length, pairs), pairs)
+        if not check.passed:
+            raise BundleError(f"the exported ONNX graph fails the fidelity gate: {check.as_dict()}")
+        candidate, graph_source, why = plain, "exported", f"exported (ALiBi capped at {max_length}); {repository_note}"
+    logger.info("ONNX graph: %s (%s)", graph_source, why)
     chosen = candidate
 
     optimised = False
@@ -291,7 +315,7 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
     # What ships is what is judged: the final file, weights in a page-aligned data file ONNX Runtime maps.
     save_with_aligned_external_data(chosen, fp32_file)
     verdict = judge("onnx-fp32", reference, score_onnx(out_dir, fp32_file, max_length, pairs), pairs,
-                    graph=graph_source, optimised=optimised)
+                    graph=graph_source, attention=attention, optimised=optimised)
     if not verdict.passed:
         raise BundleError(f"the final ONNX graph fails the fidelity gate: {verdict.as_dict()}")
     options["onnx-fp32"] = verdict
@@ -299,18 +323,25 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
     if quantize:
         from service.backends.onnx_export import quantize_int8
 
-        # from the plain graph: the quantizer does not know the fused contrib ops
-        int8_work = quantize_int8(candidate, work / "int8.onnx")
-        int8 = judge("onnx-int8", reference,
-                     score_onnx(out_dir, int8_work, max_length, pairs, precision="int8"), pairs,
-                     quantization="dynamic int8 (QInt8 weights), pairs run one by one")
+        # from an unfused graph: the quantizer does not know the fused contrib ops
+        if not plain.is_file():
+            export_onnx(model_dir, plain, max_length=max_length)
+        try:
+            int8_work = quantize_int8(plain, work / "int8.onnx")
+            int8 = judge("onnx-int8", reference,
+                         score_onnx(out_dir, int8_work, max_length, pairs, precision="int8"), pairs,
+                         quantization="dynamic int8 (QInt8 weights), pairs run one by one")
+        except Exception as exc:  # noqa: BLE001 - int8 is optional: record why it is not offered
+            int8 = Verdict("onnx-int8", False, float("nan"), float("nan"), float("nan"), len(pairs),
+                           detail=f"quantization failed: {type(exc).__name__}: {str(exc)[:300]}")
         options["onnx-int8"] = int8
         if int8.passed:
             shutil.move(str(int8_work), out_dir / ONNX_DIR / FILES["int8"])
         logger.info("int8: %s (%s)", "shipped" if int8.passed else "not shipped: fails the gate", int8.as_dict())
     shutil.rmtree(work)
 
-    report = BundleReport(out_dir, graph_source, why, options, optimised, time.perf_counter() - started)
+    report = BundleReport(out_dir, graph_source, attention, why, options, optimised,
+                          time.perf_counter() - started)
     write_verdict(out_dir, report, max_length)
     return report
 
@@ -429,6 +460,7 @@ def write_verdict(out_dir: Path, report: BundleReport, max_length: int) -> None:
         "calibration": {"pairs": report.options["onnx-fp32"].pairs, "reference": "torch fp32 CrossEncoder.predict",
                         "max_length": max_length, "set": "service.onnx_bundle.calibration_pairs"},
         "options": {name: v.as_dict() for name, v in report.options.items()},
-        "onnx_graph": {"source": report.graph_source, "why": report.why, "optimised": report.optimised},
+        "onnx_graph": {"source": report.graph_source, "attention": report.attention, "why": report.why,
+                       "optimised": report.optimised},
     }
     (out_dir / FIDELITY_FILE).write_text(json.dumps(verdict, indent=2) + "\n", encoding="utf-8")

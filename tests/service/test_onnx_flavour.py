@@ -268,15 +268,21 @@ def test_slim_requirements_pin_exactly_what_service_txt_pins():
 # ---- the bundle the runtime-onnx image serves ------------------------------------------------------------------
 
 
-def _bundle(model_dir: Path, out_dir: Path):
+def _bundle(model_dir: Path, out_dir: Path, **options):
     from service.onnx_bundle import build_bundle, calibration_pairs
 
-    return build_bundle(model_dir, out_dir, pairs=calibration_pairs(queries=3, documents_per_query=16))
+    return build_bundle(model_dir, out_dir, pairs=calibration_pairs(queries=3, documents_per_query=16), **options)
 
 
-def test_bundle_reuses_a_matching_repository_graph_and_serves_torch_scores(alibi_onnx_model, tmp_path):
+def test_bundle_prefers_fused_attention_and_serves_torch_scores(alibi_onnx_model, tmp_path):
     report = _bundle(alibi_onnx_model, tmp_path / "bundle")
-    assert report.graph_source == "repository", report.why
+    assert (report.graph_source, report.attention) == ("exported", "fused"), report.why
+    assert "repository's onnx/model.onnx matches" in report.why  # and why it was not the one used
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "bundle" / "onnx" / "model.onnx"), load_external_data=False)
+    layers = json.loads((alibi_onnx_model / "config.json").read_text())["num_hidden_layers"]
+    assert sum(node.op_type == "MultiHeadAttention" for node in graph.graph.node) == layers  # one per layer
     verdict = json.loads((tmp_path / "bundle" / "fidelity.json").read_text())
     assert verdict["options"]["onnx-fp32"]["passed"] is True
     assert verdict["thresholds"] == {"spearman": 0.999, "top10_overlap": 0.98, "max_abs_diff": 0.01}
@@ -301,19 +307,26 @@ def test_bundle_reuses_a_matching_repository_graph_and_serves_torch_scores(alibi
         torch.engine.stop()
 
 
+def test_bundle_reuses_a_matching_repository_graph(alibi_onnx_model, bert_onnx_model, tmp_path):
+    report = _bundle(alibi_onnx_model, tmp_path / "alibi", fuse_attention=False, quantize=False)
+    assert (report.graph_source, report.attention) == ("repository", "unfused"), report.why
+    report = _bundle(bert_onnx_model, tmp_path / "bert", quantize=False)  # nothing to fuse in plain BERT
+    assert report.graph_source == "repository", report.why
+
+
 def test_bundle_exports_when_the_repository_graph_does_not_match(alibi_onnx_model, bert_onnx_model, tmp_path):
     # a graph capped at 64 tokens cannot take the 512-token pairs the service feeds
     short = tmp_path / "short"
     shutil.copytree(alibi_onnx_model, short)
     export_onnx(short, short / "onnx" / "model.onnx", max_length=64)
-    report = _bundle(short, tmp_path / "short-bundle")
+    report = _bundle(short, tmp_path / "short-bundle", fuse_attention=False, quantize=False)
     assert report.graph_source == "exported" and "512 tokens" in report.why, report.why
     # another model's graph: loads and has the right inputs, but its scores fail the gate
     foreign = tmp_path / "foreign"
     shutil.copytree(alibi_onnx_model, foreign)
     shutil.copyfile(bert_onnx_model / "onnx" / "model.onnx", foreign / "onnx" / "model.onnx")
-    report = _bundle(foreign, tmp_path / "foreign-bundle")
+    report = _bundle(foreign, tmp_path / "foreign-bundle", fuse_attention=False, quantize=False)
     assert report.graph_source == "exported" and "fail the gate" in report.why, report.why
     verdict = json.loads((tmp_path / "foreign-bundle" / "fidelity.json").read_text())
     assert verdict["options"]["onnx-fp32"]["passed"] is True
-    assert verdict["onnx_graph"]["source"] == "exported"
+    assert (verdict["onnx_graph"]["source"], verdict["onnx_graph"]["attention"]) == ("exported", "unfused")
