@@ -74,9 +74,17 @@ WORKDIR /app
 ENV HF_HOME=/opt/reranker/huggingface
 RUN if [ -n "$MODEL_DIR" ]; then model=/build/model-src; else model="$RERANK_MODEL"; fi \
  && python scripts/download_models.py --model "$model" --revision "$RERANK_MODEL_REVISION" \
-        --local-dir /opt/reranker/model \
+        --local-dir /opt/reranker/model --no-fidelity-gate \
  && mkdir -p /opt/reranker/huggingface/modules \
  && rm -rf /build/model-src /opt/reranker/huggingface/hub /root/.cache
+# The precision gate on the baked-in weights (its own layer, after the download: code changes re-run only this):
+# scores a fixed calibration set in fp32 and each reduced option and writes /opt/reranker/model/fidelity.json,
+# which RERANK_PRECISION=auto follows at start-up (service/fidelity_gate.py).
+COPY service/calibration.py service/fidelity_gate.py /app/service/
+COPY service/backends/ /app/service/backends/
+COPY service/engine/ /app/service/engine/
+RUN HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m service.fidelity_gate /opt/reranker/model \
+ && rm -rf /root/.cache
 
 # ---- deps-onnx: the slim flavour's virtualenv: ONNX Runtime, tokenizers and the API; no torch, no transformers
 FROM python AS deps-onnx

@@ -38,7 +38,14 @@ from benchmarks.servers import (
 )
 from benchmarks.workloads import Workload, WorkloadSizes, build_workloads, count_tokens
 
-CONTENDER_ORDER = ("seed", "infinity", "service")
+CONTENDER_ORDER = ("seed", "infinity", "service", "service-config", "service-bf16")
+# The service in its variants: fp32 on the module form of JinaBERT's attention switch (the default proxy), fp32
+# on the config form (same weights, `config_form_model_path`), bf16 (converted weights) on the module form.
+SERVICE_VARIANTS = {
+    "service": ("(c) this service, fp32", {}),
+    "service-config": ("(c') this service, fp32, config-form code", {}),
+    "service-bf16": ("(c\") this service, bf16", {"RERANK_PRECISION": "bf16"}),
+}
 
 
 @dataclass
@@ -74,6 +81,7 @@ class RunConfig:
     quiet_load: float = 0.7
     quiet_wait_s: float = 600.0
     service_env: dict[str, str] = field(default_factory=dict)
+    config_form_model_path: Path | None = None  # the same weights with the config form of the attention switch
     log_dir: Path = WORK_DIR / "logs"
     infinity_status: dict[str, Any] | None = None  # from benchmarks.infinity_env, when it was attempted
 
@@ -100,9 +108,13 @@ def _contenders(config: RunConfig) -> list[Contender]:
     built = {
         "seed": lambda: seed_contender(config.model_path),
         "infinity": lambda: infinity_contender(config.model_path, INFINITY_VENV),
-        "service": lambda: service_contender(config.model_path, config.service_env),
     }
-    return [built[key]() for key in CONTENDER_ORDER if key in config.contenders]
+    for key, (label, env) in SERVICE_VARIANTS.items():
+        path = config.config_form_model_path if key == "service-config" else config.model_path
+        if path is not None:
+            built[key] = (lambda path=path, env=env, key=key, label=label:
+                          service_contender(path, {**config.service_env, **env}, key=key, label=label))
+    return [built[key]() for key in CONTENDER_ORDER if key in config.contenders and key in built]
 
 
 def _dtype_from_info(info: Any) -> str:

@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-cache", type=Path, default=WORK_DIR / "models",
                         help="where the proxy model is built once (default benchmarks/.work/models)")
     parser.add_argument("--contenders", default=",".join(CONTENDER_ORDER),
-                        help="comma-separated subset of seed,infinity,service (default: all)")
+                        help="comma-separated subset of " + ",".join(CONTENDER_ORDER) + " (default: all)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny model and workload, no waiting for a quiet machine (the smoke test)")
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR, help="where RESULTS.md and results.json go")
@@ -94,10 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             contenders = tuple(c for c in contenders if c != "infinity")
 
     model_path, label = resolve_model(args)
+    config_form = None
+    if not args.model_path and "service-config" in contenders:  # the proxy's twin: config-form attention code
+        from tests.support.model_factory import JINA_TINY_DIMS, cached_model
+
+        dims = SMOKE_MODEL_ARGS if args.smoke else JINA_TINY_DIMS
+        config_form = cached_model("alibi", args.model_cache, attention_form="config", **dims).resolve()
     service_env = dict(item.split("=", 1) for item in args.service_env)
     config = RunConfig(model_path=model_path, model_label=label, contenders=contenders, plan=plan,
                        quiet_load=args.quiet_load, quiet_wait_s=0.0 if args.smoke else args.max_wait,
-                       service_env=service_env, log_dir=WORK_DIR / ("logs-smoke" if args.smoke else "logs"),
+                       service_env=service_env, config_form_model_path=config_form,
+                       log_dir=WORK_DIR / ("logs-smoke" if args.smoke else "logs"),
                        infinity_status=infinity_status)
     results = run(config, log=lambda msg: print(msg, flush=True))
     if infinity_status and "infinity" not in contenders:

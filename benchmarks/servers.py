@@ -98,10 +98,11 @@ def infinity_contender(model_path: Path, venv: Path = INFINITY_VENV) -> Contende
     )
 
 
-def service_contender(model_path: Path, extra_env: dict[str, str] | None = None) -> Contender:
+def service_contender(model_path: Path, extra_env: dict[str, str] | None = None, *, key: str = "service",
+                      label: str = "(c) this service") -> Contender:
     return Contender(
-        key="service",
-        label="(c) this service",
+        key=key,
+        label=label,
         argv=lambda port: [sys.executable, "-m", "service"],
         env={"RERANK_MODEL_PATH": str(model_path), "ENVIRONMENT": "production", "HOST": "127.0.0.1",
              "LOG_LEVEL": "warning", **(extra_env or {})},

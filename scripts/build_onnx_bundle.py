@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"Wrote {report.out_dir} in {report.seconds:.1f} s: graph {report.graph_source} ({report.why}), "
           f"optimised: {report.optimised}")
-    for name, verdict in report.options.items():
-        print(f"  {name}: {'passed' if verdict.passed else 'FAILED'} {json.dumps(verdict.as_dict())}")
+    for name, scored in report.options.items():
+        print(f"  {name}: {'passed' if scored.passed else 'not passed'} {json.dumps(scored.entry)}")
     print(f"Verdict: {report.out_dir / FIDELITY_FILE}")
     return 0
 

@@ -24,6 +24,7 @@ from service.model_download import (  # noqa: E402
     add_model_arguments,
     load_download_settings,
     prepare_model,
+    print_verdict,
     resolve_project_path,
 )
 from service.model_store import hf_cache_dir  # noqa: E402
@@ -45,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         help="save a plain model directory here instead of the Hugging Face cache "
         "(default: RERANK_LOCAL_DIR)",
     )
+    parser.add_argument(
+        "--no-fidelity-gate",
+        action="store_true",
+        help="skip the precision gate (no fidelity.json: RERANK_PRECISION=auto then runs fp32)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -53,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             revision=args.revision,
             local_dir=args.local_dir,
             max_length=settings.rerank_max_length,
+            fidelity_gate=not args.no_fidelity_gate,
         )
     except ModelNotAvailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -70,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prepared.source.path} {loaded}.")
     if prepared.code_repos:
         print("Remote code from: " + ", ".join(prepared.code_repos))
+    print_verdict(prepared)
     print("Settings for the service:")
     for line in prepared.env_lines():
         print(f"  {line}")

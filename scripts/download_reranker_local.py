@@ -22,6 +22,7 @@ from service.model_download import (  # noqa: E402
     add_model_arguments,
     load_download_settings,
     prepare_model,
+    print_verdict,
     resolve_project_path,
 )
 from service.settings import SettingsError  # noqa: E402
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where to save it; relative to the project root (default: {DEFAULT_OUTPUT_DIR})",
     )
     add_model_arguments(parser, settings)
+    parser.add_argument(
+        "--no-fidelity-gate",
+        action="store_true",
+        help="skip the precision gate (no fidelity.json: RERANK_PRECISION=auto then runs fp32)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             revision=args.revision,
             local_dir=args.output_dir,
             max_length=settings.rerank_max_length,
+            fidelity_gate=not args.no_fidelity_gate,
         )
     except ModelNotAvailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -60,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Saved {args.model} to {prepared.source.path}; it loads with the Hub offline "
         f"({prepared.verification.model_class})."
     )
+    print_verdict(prepared)
     print("Put this line in .env:")
     for line in prepared.env_lines():
         print(line)

@@ -501,6 +501,7 @@ class PreparedModel:
     verification: Verification
     code_repos: tuple[str, ...] = ()
     commit: str | None = None  # the Hub commit that was downloaded (Hugging Face cache only)
+    fidelity: Any = None  # the precision verdict written next to the model (service.fidelity_gate.Verdict)
 
     def env_lines(self) -> list[str]:
         """The settings that make the service load exactly this (for `.env` or `docker run -e`)."""
@@ -512,6 +513,18 @@ class PreparedModel:
         ]
 
 
+def print_verdict(prepared: PreparedModel) -> None:
+    """One line per gated option (the download scripts print it)."""
+    verdict = prepared.fidelity
+    if verdict is None:
+        print("Precision gate: no verdict (RERANK_PRECISION=auto will run fp32)")
+        return
+    print(f"Precision gate ({verdict.path}):")
+    for option in verdict.options:
+        if option != verdict.reference:
+            print(f"  {verdict.summary(option)}")
+
+
 def display_path(path: Path) -> str:
     """Relative to the project root when inside it (as RERANK_MODEL_PATH accepts), with forward slashes."""
     try:
@@ -521,22 +534,34 @@ def display_path(path: Path) -> str:
 
 
 def prepare_model(
-    spec: str, *, revision: str | None = None, local_dir: Path | None = None, max_length: int = 512
+    spec: str, *, revision: str | None = None, local_dir: Path | None = None, max_length: int = 512,
+    fidelity_gate: bool = True,
 ) -> PreparedModel:
     """Get `spec` (a Hub id or a local directory) onto disk and prove it loads offline.
 
     * `local_dir` set: a plain, self-contained directory there (remote code localized);
     * otherwise a Hub id goes into the Hugging Face cache (with its remote-code repositories), and a local
       directory is only verified where it is.
+
+    Then, unless `fidelity_gate=False`, the precision gate (service/fidelity_gate.py) scores its calibration
+    set on these weights and writes `fidelity.json` next to them (the verdict `auto` follows).
     """
     source = source_from_spec(spec, revision)
     if local_dir is not None:
         saved = save_to_directory(source, local_dir)
         target = ModelSource(model_id=source.model_id, path=saved.path, revision=source.revision)
-        code_repos, commit = saved.code_repos, saved.commit
+        code_repos, commit, model_dir = saved.code_repos, saved.commit, saved.path
     elif source.path is not None:
         target, code_repos, commit = source, tuple(code_repos_of_directory(source.path)), None
+        model_dir = source.path
     else:
         cached = fetch_to_cache(source.model_id, source.revision)
         target, code_repos, commit = cached.source, tuple(cached.code_snapshots), cached.commit
-    return PreparedModel(target, verify_offline(target, max_length=max_length), code_repos, commit)
+        model_dir = cached.snapshot
+    verification = verify_offline(target, max_length=max_length)
+    verdict = None
+    if fidelity_gate:
+        from service.fidelity_gate import gate_in_child
+
+        verdict = gate_in_child(model_dir, max_length=max_length)
+    return PreparedModel(target, verification, code_repos, commit, verdict)

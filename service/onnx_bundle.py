@@ -31,16 +31,16 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from service import fidelity_gate
 from service.backends.onnx_backend import FILES, INT64_INPUTS, ONNX_DIR, OnnxBackend
 from service.engine.activation import activation_from_config
 from service.engine.reranker import RerankEngine
@@ -49,8 +49,7 @@ from service.model_store import ModelSource, read_model_config
 
 logger = logging.getLogger("service.onnx_bundle")
 
-FIDELITY_FILE = "fidelity.json"
-THRESHOLDS = {"spearman": 0.999, "top10_overlap": 0.98, "max_abs_diff": 0.01}  # CONTRACTS.md
+FIDELITY_FILE = fidelity_gate.VERDICT_FILE
 COPIED_FILES = ("config.json", "tokenizer_config.json", "special_tokens_map.json")
 BATCH_TOKENS = 4096
 
@@ -59,120 +58,17 @@ class BundleError(RuntimeError):
     """A check failed: the message names it and what was measured."""
 
 
-# ---- calibration pairs ---------------------------------------------------------------------------------------
-
-_WORDS = """
-the a of to and in is for on that with as by at from this are be was it an or which model query document
-search result relevance score rank order list first second best answer question city country river capital
-france paris germany berlin europe ocean mountain history war king queen century science physics energy
-water light speed time space planet earth moon sun star system network computer program language code data
-memory disk server request response cloud price plan month worker image build container health check test
-medicine doctor patient heart blood cell protein gene disease treatment study research university student
-music song album film actor book author novel story poem painting museum art market company bank money trade
-food bread cheese wine coffee tea fruit apple banana orange garden tree flower forest animal dog cat bird fish
-river bridge road car train plane ship port harbor island beach weather rain snow wind storm summer winter
-""".split()
-
-
-def calibration_pairs(queries: int = 8, documents_per_query: int = 32, seed: int = 12) -> list[tuple[str, str]]:
-    """Fixed pairs, documents of 1 to ~700 words (the longest are truncated at 512 tokens), 32 per query so
-    that top-10 overlap means something. Interim set until the fidelity gate (service/fidelity_gate.py)
-    provides its calibration pairs."""
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(queries):
-        query = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12)))
-        for _ in range(documents_per_query):
-            bucket = rng.random()
-            words = (rng.randint(1, 20) if bucket < 0.2 else rng.randint(20, 200) if bucket < 0.8
-                     else rng.randint(200, 700))
-            # share words with the query now and then, so scores spread
-            vocabulary = _WORDS + query.split() * rng.randint(0, 6)
-            pairs.append((query, " ".join(rng.choice(vocabulary) for _ in range(words)).capitalize() + "."))
-    return pairs
-
-
-# ---- the comparison ------------------------------------------------------------------------------------------
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties averaged (as scipy.stats.rankdata)."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and ordered[j + 1] == ordered[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def top_k_overlap(reference: Sequence[float], candidate: Sequence[float], queries: Sequence[str],
-                  k: int = 10) -> float:
-    """Mean over queries of |top-k(reference) & top-k(candidate)| / k."""
-    reference, candidate = np.asarray(reference), np.asarray(candidate)
-    overlaps = []
-    for query in dict.fromkeys(queries):
-        rows = np.array([i for i, q in enumerate(queries) if q == query])
-        size = min(k, len(rows))
-        best_ref = set(rows[np.argsort(-reference[rows], kind="stable")[:size]])
-        best_cand = set(rows[np.argsort(-candidate[rows], kind="stable")[:size]])
-        overlaps.append(len(best_ref & best_cand) / size)
-    return float(np.mean(overlaps))
+# ---- the fidelity gate (service/fidelity_gate.py), on graphs served as the ONNX flavour serves them ----------
 
 
 @dataclass
-class Verdict:
+class Scored:
     option: str
-    passed: bool
-    spearman: float
-    top10_overlap: float
-    max_abs_diff: float
-    pairs: int
-    detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    entry: dict[str, Any]  # fidelity_gate.compare(...) plus seconds, speed-up and how the graph was made
 
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(data.pop("extra"))
-        data.pop("option")
-        return data
-
-
-def judge(option: str, reference: Sequence[float], candidate: Sequence[float],
-          pairs: Sequence[tuple[str, str]], **extra: Any) -> Verdict:
-    reference, candidate = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
-    rho = spearman(reference, candidate)
-    overlap = top_k_overlap(reference, candidate, [q for q, _ in pairs])
-    worst = float(np.max(np.abs(reference - candidate)))
-    passed = (rho >= THRESHOLDS["spearman"] and overlap >= THRESHOLDS["top10_overlap"]
-              and worst <= THRESHOLDS["max_abs_diff"])
-    return Verdict(option, passed, round(rho, 6), round(overlap, 4), float(f"{worst:.3g}"), len(pairs),
-                   extra=extra)
-
-
-# ---- scoring as each flavour serves ---------------------------------------------------------------------------
-
-
-def score_grouped(score: Callable[[str, list[str]], np.ndarray], pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-    out: list[float] = []
-    start = 0
-    while start < len(pairs):
-        query = pairs[start][0]
-        end = start
-        while end < len(pairs) and pairs[end][0] == query:
-            end += 1
-        out.extend(np.asarray(score(query, [d for _, d in pairs[start:end]])).tolist())
-        start = end
-    return np.asarray(out, dtype=np.float64)
+    @property
+    def passed(self) -> bool:
+        return bool(self.entry.get("passed")) and "error" not in self.entry
 
 
 def onnx_engine_for(folder: Path, model_file: Path, max_length: int, precision: str = "fp32",
@@ -186,10 +82,41 @@ def onnx_engine_for(folder: Path, model_file: Path, max_length: int, precision: 
     return RerankEngine(encoder, backend, activation, batch_tokens=BATCH_TOKENS, max_wait_s=0)
 
 
-def score_onnx(folder: Path, model_file: Path, max_length: int, pairs: Sequence[tuple[str, str]],
-               precision: str = "fp32") -> np.ndarray:
-    engine = onnx_engine_for(folder, model_file, max_length, precision)
-    return score_grouped(lambda q, docs: engine.rerank_now(q, docs).relevance, pairs)
+class Gate:
+    """The gate's reference (torch fp32 through the service's engine, exactly as fidelity_gate.run_gate scores
+    it) and its verdict on a candidate graph scored through the ONNX flavour's own path (tokenizers encoder,
+    ONNX Runtime backend, numpy activation)."""
+
+    def __init__(self, model_dir: Path, cross_encoder: Any, max_length: int, calibration: Any) -> None:
+        self.calibration = calibration
+        self.max_length = max_length
+        backend, _ = fidelity_gate._make_backend(fidelity_gate.REFERENCE_OPTION, model_dir, lambda: cross_encoder,
+                                                 None)
+        engine = fidelity_gate._engine(cross_encoder, backend, max_length)
+        self.reference, self.reference_seconds = fidelity_gate._score_calibration(engine, calibration)
+
+    def reference_entry(self) -> dict[str, Any]:
+        return {**fidelity_gate.compare(self.reference, self.reference, self.calibration.query_ids),
+                "seconds": round(self.reference_seconds, 3), "speedup_vs_reference": 1.0}
+
+    def judge(self, option: str, folder: Path, model_file: Path, precision: str = "fp32", **facts: Any) -> Scored:
+        try:
+            engine = onnx_engine_for(folder, model_file, self.max_length, precision)
+            scores, seconds = fidelity_gate._score_calibration(engine, self.calibration)
+        except Exception as exc:  # noqa: BLE001 - a graph that cannot be scored fails, with the reason
+            return Scored(option, {"passed": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}", **facts})
+        entry = {**fidelity_gate.compare(self.reference, scores, self.calibration.query_ids),
+                 "seconds": round(seconds, 3),
+                 "speedup_vs_reference": round(self.reference_seconds / seconds, 3) if seconds else None, **facts}
+        return Scored(option, entry)
+
+
+def _summary(scored: Scored) -> str:
+    entry = scored.entry
+    if "error" in entry:
+        return f"{scored.option}: not scored ({entry['error']})"
+    return (f"{scored.option}: Spearman {entry['spearman']:.6f}, top-10 overlap {entry['top10_overlap']:.3f}, "
+            f"max |diff| {entry['max_abs_diff']:.1e}" + ("" if scored.passed else f" -> FAILED {entry['failed']}"))
 
 
 # ---- checks on a candidate graph -------------------------------------------------------------------------------
@@ -224,34 +151,35 @@ class BundleReport:
     graph_source: str  # "repository" | "exported"
     attention: str  # "fused" | "unfused"
     why: str
-    options: dict[str, Verdict]
+    options: dict[str, Scored]
     optimised: bool
     seconds: float
 
 
-def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
-                 pairs: Sequence[tuple[str, str]] | None = None, quantize: bool = True,
-                 optimise: bool = True, fuse_attention: bool = True) -> BundleReport:
+def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512, calibration: Any = None,
+                 quantize: bool = True, optimise: bool = True, fuse_attention: bool = True) -> BundleReport:
+    """Write the ONNX flavour's model folder to `out_dir` (see the module docstring); BundleError if a check
+    fails. `calibration`: the gate's set (default service.calibration.calibration_set(), 512 pairs)."""
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir)
-    pairs = list(pairs or calibration_pairs())
+    from service.calibration import calibration_set
     from service.model_store import load_cross_encoder
 
+    calibration = calibration or calibration_set()
     cross_encoder, max_length = load_cross_encoder(ModelSource(model_id=model_dir.name, path=model_dir),
                                                    device="cpu", max_length=max_length, local_files_only=True)
-    reference = np.asarray(cross_encoder.predict(pairs, batch_size=32, show_progress_bar=False),
-                           dtype=np.float64)
+    gate = Gate(model_dir, cross_encoder, max_length, calibration)
     config = read_model_config(ModelSource(model_id=model_dir.name, path=model_dir), local_files_only=True)
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     (out_dir / ONNX_DIR).mkdir(parents=True)
     write_tokenizer(cross_encoder, model_dir, out_dir)
-    check_tokenizer(cross_encoder, out_dir, max_length, pairs)
+    check_tokenizer(cross_encoder, out_dir, max_length, calibration.by_query())
 
     work = out_dir / ".work"
     work.mkdir()
-    options: dict[str, Verdict] = {}
+    options: dict[str, Scored] = {}
     fp32_file = out_dir / ONNX_DIR / FILES["fp32"]
     shipped = model_dir / ONNX_DIR / FILES["fp32"]
     from service.backends.onnx_export import export_onnx, fusable_attention_modules
@@ -261,8 +189,8 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
     if shipped.is_file():
         problem = graph_problem(shipped, max_length)
         if problem is None:
-            shipped_verdict = judge("onnx-fp32", reference, score_onnx(out_dir, shipped, max_length, pairs), pairs)
-            problem = None if shipped_verdict.passed else f"its scores fail the gate ({shipped_verdict.as_dict()})"
+            shipped_verdict = gate.judge("onnx-fp32", out_dir, shipped)
+            problem = None if shipped_verdict.passed else f"its scores fail the gate ({_summary(shipped_verdict)})"
         repository_matches = problem is None
         repository_note = (f"the repository's {ONNX_DIR}/{FILES['fp32']} matches (inputs, one logit, "
                            f"{max_length}-token pairs, scores within the gate)" if repository_matches else
@@ -277,15 +205,14 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
     if fuse_attention and fusable_attention_modules(cross_encoder.model):
         fused = export_onnx(model_dir, work / "fused.onnx", max_length=max_length, fuse_attention=True)
         problem = graph_problem(fused, max_length)
-        check = None if problem else judge("onnx-fp32", reference, score_onnx(out_dir, fused, max_length, pairs),
-                                           pairs)
+        check = None if problem else gate.judge("onnx-fp32", out_dir, fused)
         if problem is None and check.passed:
             candidate, graph_source, attention = fused, "exported", "fused"
             why = (f"exported with fused attention (MultiHeadAttention, ALiBi as its bias; capped at {max_length} "
                    f"tokens); {repository_note}" + (", but its attention is unfused (several batch x heads x "
                                                     "L^2 buffers per layer)" if repository_matches else ""))
         else:
-            logger.warning("fused-attention export rejected (%s)", problem or check.as_dict())
+            logger.warning("fused-attention export rejected (%s)", problem or _summary(check))
     if candidate is None and repository_matches:
         candidate, graph_source, why = plain, "repository", repository_note
     if candidate is None:
@@ -293,9 +220,9 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
         problem = graph_problem(plain, max_length)
         if problem:
             raise BundleError(f"the exported graph cannot be served: {problem}")
-        check = judge("onnx-fp32", reference, score_onnx(out_dir, plain, max_length, pairs), pairs)
+        check = gate.judge("onnx-fp32", out_dir, plain)
         if not check.passed:
-            raise BundleError(f"the exported ONNX graph fails the fidelity gate: {check.as_dict()}")
+            raise BundleError(f"the exported ONNX graph fails the fidelity gate: {_summary(check)}")
         candidate, graph_source, why = plain, "exported", f"exported (ALiBi capped at {max_length}); {repository_note}"
     logger.info("ONNX graph: %s (%s)", graph_source, why)
     chosen = candidate
@@ -307,17 +234,17 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
         except Exception as exc:  # noqa: BLE001 - optimisation is optional; the plain graph still serves
             logger.warning("graph optimisation skipped: %s: %s", type(exc).__name__, exc)
         else:
-            check = judge("onnx-fp32", reference, score_onnx(out_dir, optimised_file, max_length, pairs), pairs)
+            check = gate.judge("onnx-fp32", out_dir, optimised_file)
             if check.passed and graph_problem(optimised_file, max_length) is None:
                 chosen, optimised = optimised_file, True
             else:
-                logger.warning("optimised graph rejected (%s); serving the plain one", check.as_dict())
+                logger.warning("optimised graph rejected (%s); serving the plain one", _summary(check))
     # What ships is what is judged: the final file, weights in a page-aligned data file ONNX Runtime maps.
     save_with_aligned_external_data(chosen, fp32_file)
-    verdict = judge("onnx-fp32", reference, score_onnx(out_dir, fp32_file, max_length, pairs), pairs,
-                    graph=graph_source, attention=attention, optimised=optimised)
+    verdict = gate.judge("onnx-fp32", out_dir, fp32_file, graph=graph_source, attention=attention,
+                         optimised=optimised)
     if not verdict.passed:
-        raise BundleError(f"the final ONNX graph fails the fidelity gate: {verdict.as_dict()}")
+        raise BundleError(f"the final ONNX graph fails the fidelity gate: {_summary(verdict)}")
     options["onnx-fp32"] = verdict
 
     if quantize:
@@ -328,21 +255,21 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512,
             export_onnx(model_dir, plain, max_length=max_length)
         try:
             int8_work = quantize_int8(plain, work / "int8.onnx")
-            int8 = judge("onnx-int8", reference,
-                         score_onnx(out_dir, int8_work, max_length, pairs, precision="int8"), pairs,
-                         quantization="dynamic int8 (QInt8 weights), pairs run one by one")
         except Exception as exc:  # noqa: BLE001 - int8 is optional: record why it is not offered
-            int8 = Verdict("onnx-int8", False, float("nan"), float("nan"), float("nan"), len(pairs),
-                           detail=f"quantization failed: {type(exc).__name__}: {str(exc)[:300]}")
+            int8 = Scored("onnx-int8", {"passed": False, "error": f"quantization failed: {type(exc).__name__}: "
+                                                                   f"{str(exc)[:300]}"})
+        else:
+            int8 = gate.judge("onnx-int8", out_dir, int8_work, precision="int8",
+                              quantization="dynamic int8 (QInt8 weights), pairs run one by one")
         options["onnx-int8"] = int8
         if int8.passed:
             shutil.move(str(int8_work), out_dir / ONNX_DIR / FILES["int8"])
-        logger.info("int8: %s (%s)", "shipped" if int8.passed else "not shipped: fails the gate", int8.as_dict())
+        logger.info("int8: %s (%s)", "shipped" if int8.passed else "not shipped", _summary(int8))
     shutil.rmtree(work)
 
     report = BundleReport(out_dir, graph_source, attention, why, options, optimised,
                           time.perf_counter() - started)
-    write_verdict(out_dir, report, max_length)
+    write_bundle_verdict(out_dir, report, gate, max_length)
     return report
 
 
@@ -358,15 +285,15 @@ def write_tokenizer(cross_encoder: Any, model_dir: Path, out_dir: Path) -> None:
             shutil.copyfile(model_dir / name, out_dir / name)
 
 
-def check_tokenizer(cross_encoder: Any, out_dir: Path, max_length: int, pairs: Sequence[tuple[str, str]]) -> None:
+def check_tokenizer(cross_encoder: Any, out_dir: Path, max_length: int,
+                    groups: Sequence[tuple[str, list[str]]]) -> None:
     """The tokenizers encoder of the bundle gives the transformers encoder's ids, type ids and truncation."""
     from service.engine.tokenization import PairEncoder
 
     expected_encoder = PairEncoder(cross_encoder.tokenizer, max_length)
     got_encoder = TokenizersPairEncoder.from_model_dir(out_dir, max_length)
     cases: list[tuple[str, list[str], dict[str, int]]] = []
-    for query in dict.fromkeys(q for q, _ in pairs):
-        documents = [d for q, d in pairs if q == query]
+    for query, documents in groups:
         cases += [(query, documents, {}), (query, documents, {"max_tokens_per_doc": 16}),
                   (query, documents[:4], {"max_length": 24}), (" ".join([query] * 80), documents[:4], {})]
     for query, documents, options in cases:
@@ -444,23 +371,22 @@ def save_with_aligned_external_data(source: Path, target: Path) -> Path:
     return target
 
 
-def write_verdict(out_dir: Path, report: BundleReport, max_length: int) -> None:
-    import onnxruntime
+def write_bundle_verdict(out_dir: Path, report: BundleReport, gate: Gate, max_length: int) -> Path:
+    """fidelity.json in the gate's format (service/fidelity_gate.py, format 1): the reference and the ONNX
+    options as scored through the ONNX flavour's path. The folder holds no safetensors, so `model.weights` is
+    empty and `model.onnx_files` names what was gated."""
+    import datetime
 
-    versions = {"onnxruntime": onnxruntime.__version__}
-    for name in ("torch", "transformers", "onnx", "tokenizers"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            pass
-    verdict = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": versions,
-        "thresholds": THRESHOLDS,
-        "calibration": {"pairs": report.options["onnx-fp32"].pairs, "reference": "torch fp32 CrossEncoder.predict",
-                        "max_length": max_length, "set": "service.onnx_bundle.calibration_pairs"},
-        "options": {name: v.as_dict() for name, v in report.options.items()},
-        "onnx_graph": {"source": report.graph_source, "attention": report.attention, "why": report.why,
-                       "optimised": report.optimised},
-    }
-    (out_dir / FIDELITY_FILE).write_text(json.dumps(verdict, indent=2) + "\n", encoding="utf-8")
+    files = sorted(p for p in (out_dir / ONNX_DIR).iterdir() if p.is_file())
+    options = {fidelity_gate.REFERENCE_OPTION: gate.reference_entry(),
+               **{name: scored.entry for name, scored in report.options.items()}}
+    verdict = fidelity_gate.Verdict(
+        options=options, thresholds=dict(fidelity_gate.THRESHOLDS), calibration=gate.calibration.describe(),
+        versions=fidelity_gate._versions(), cpu=fidelity_gate.cpu_features(),
+        model={"directory": str(out_dir), "max_length": max_length, "weights": [],
+               "onnx_files": [{"file": f"{ONNX_DIR}/{p.name}", "bytes": p.stat().st_size,
+                               "sha256": fidelity_gate._sha256(p)} for p in files],
+               "onnx_graph": {"source": report.graph_source, "attention": report.attention, "why": report.why,
+                              "optimised": report.optimised}},
+        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return fidelity_gate.write_verdict(out_dir, verdict)

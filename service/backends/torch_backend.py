@@ -1,54 +1,63 @@
-"""PyTorch backend: the model sentence-transformers loaded, run under inference_mode."""
+"""PyTorch backend: the model sentence-transformers loaded, run under inference_mode.
+
+At construction the attention path is switched to SDPA where the model's code allows it and verified on a
+warm-up batch (service/backends/attention.py), in fp32; then, for bf16, the weights are converted once
+(service/backends/bf16.py, `bf16_mode="weights"`) or the forward runs under autocast (`"autocast"`)."""
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 
 import numpy as np
 import torch
 
+from service.backends.attention import AttentionReport, switch_to_sdpa, verify_attention
+from service.backends.bf16 import BF16_MODES, autocast_context, convert_to_bf16
+
 logger = logging.getLogger("service.backend")
 
 
 def enable_sdpa(model: torch.nn.Module) -> int:
-    """JinaBERT's self-attention modules carry an `attn_implementation` attribute: None (its config
-    resets it under transformers 4.57) takes the eager bmm/softmax path, "torch" takes PyTorch's
-    scaled_dot_product_attention with the same outputs and less time. Switch every such module to
-    "torch"; returns how many were switched (0 for models without that attribute). Whole models
-    (transformers' own BertModel keeps an `attn_implementation` too, with other meanings) are left alone."""
-    from transformers import PreTrainedModel
-
-    switched = 0
-    for module in model.modules():
-        if not isinstance(module, PreTrainedModel) and "attn_implementation" in vars(module):
-            module.attn_implementation = "torch"
-            switched += 1
-    return switched
+    """Switch JinaBERT-style attention (module or config form) to SDPA without verifying it; returns how many
+    modules were switched. The backend verifies (`verify_attention`); exporters use this."""
+    return switch_to_sdpa(model).modules
 
 
 class TorchBackend:
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, *, device: str = "cpu", precision: str = "fp32",
-                 sdpa: bool = True) -> None:
+                 sdpa: bool = True, sample: dict[str, np.ndarray] | None = None,
+                 bf16_mode: str = "weights") -> None:
         if precision not in {"fp32", "bf16"}:
             raise ValueError(f"unsupported precision {precision!r}")
+        if bf16_mode not in BF16_MODES:
+            raise ValueError(f"unsupported bf16 mode {bf16_mode!r}; choose from {BF16_MODES}")
         self.model = model.eval()
         self.device = torch.device(device)
         self.precision = precision
-        self.sdpa_modules = enable_sdpa(model) if sdpa else 0
         self._accepts = set(inspect.signature(model.forward).parameters)
+        self._autocast = False
+        self.attention_report: AttentionReport = verify_attention(model, self.forward, sample, enable=sdpa)
+        self.sdpa_modules = self.attention_report.modules
+        self.mode = None
+        self.kept_fp32: dict[str, int] = {}
+        if precision == "bf16":
+            self.mode = bf16_mode
+            if bf16_mode == "weights":
+                self.kept_fp32 = convert_to_bf16(model, keep_fp32_buffers=self.attention_report.path == "sdpa")
+            else:
+                self._autocast = True
+        logger.info("%s", self.attention_report.line)
 
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    @property
+    def attention(self) -> str:
+        return self.attention_report.line
 
     def forward(self, features: dict[str, np.ndarray]) -> np.ndarray:
         inputs = {name: torch.from_numpy(array).to(self.device)
                   for name, array in features.items() if name in self._accepts}
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast_context(self._autocast, self.device.type):
             output = self.model(**inputs, return_dict=True)
         return output.logits.float().cpu().numpy()

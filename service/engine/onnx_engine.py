@@ -10,17 +10,18 @@ any model folder with `config.json`, `tokenizer.json` and `onnx/model.onnx` work
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+from service import fidelity_gate
 from service.backends.onnx_backend import EXPORT_COMMAND, FILES, ONNX_DIR, OnnxBackend
 from service.engine.activation import UnsupportedActivationError, activation_from_config, num_labels
 from service.engine.factory import LoadedEngine, thread_count, warm_up_and_start
 from service.engine.reranker import RerankEngine
 from service.engine.tokenization import TokenizersPairEncoder
+from service.memory import configure_allocator
 from service.model_store import (
     ModelNotAvailableError,
     ModelSource,
@@ -33,13 +34,14 @@ from service.settings import Settings
 
 logger = logging.getLogger("service.engine")
 
-FIDELITY_FILE = "fidelity.json"  # the precision gate's verdict, at the model folder's root (CONTRACTS.md)
 SERVING_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                 FIDELITY_FILE, f"{ONNX_DIR}/{FILES['fp32']}", f"{ONNX_DIR}/{FILES['int8']}")
+                 fidelity_gate.VERDICT_FILE, f"{ONNX_DIR}/{FILES['fp32']}", f"{ONNX_DIR}/{FILES['fp32']}.data",
+                 f"{ONNX_DIR}/{FILES['int8']}")
 
 
 def build_onnx_engine(settings: Settings) -> LoadedEngine:
     started = time.perf_counter()
+    allocator = configure_allocator()
     if settings.rerank_backend == "torch" or settings.rerank_precision == "bf16":
         raise ModelNotAvailableError(
             f"RERANK_BACKEND={settings.rerank_backend} RERANK_PRECISION={settings.rerank_precision} needs torch, "
@@ -62,8 +64,7 @@ def build_onnx_engine(settings: Settings) -> LoadedEngine:
             f"{source.display} has {labels} output labels; a reranker needs exactly one relevance logit. "
             "Point RERANK_MODEL at a cross-encoder reranker.")
     max_length = effective_max_length(config, settings.rerank_max_length)
-    verdict = read_fidelity_verdict(folder)
-    precision, reason = choose_onnx_precision(settings.rerank_precision, folder, verdict)
+    precision, reason, precision_verdict = choose_onnx_precision(settings.rerank_precision, folder)
     threads = thread_count(settings)
     backend = _backend(folder, precision, threads, max_length)
     try:
@@ -99,7 +100,9 @@ def build_onnx_engine(settings: Settings) -> LoadedEngine:
         "onnx_file": str(backend.model_file),
         "onnx_graph": backend.metadata,
         "activation": activation_name,
+        "precision_verdict": precision_verdict,
         "threads": threads,
+        "memory": allocator,
         "load_seconds": round(load_seconds, 3),
     }
     return LoadedEngine(engine, info)
@@ -129,37 +132,29 @@ def model_folder(source: ModelSource, *, local_files_only: bool) -> Path:
             "Check the network/proxy (HTTPS_PROXY) and HF_TOKEN, or bake the model into the image.") from None
 
 
-def read_fidelity_verdict(folder: Path) -> dict[str, Any] | None:
-    """fidelity.json (the precision gate's verdict) at the model folder's root, or None."""
-    path = folder / FIDELITY_FILE
-    if not path.is_file():
-        return None
+def choose_onnx_precision(requested: str, folder: Path) -> tuple[str, str, dict[str, Any]]:
+    """(precision, reason, /info's precision_verdict). An explicit fp32/int8 is the user's call; `auto` follows
+    the model's verdict (service/fidelity_gate.py's choose_option): int8 only when it passed the gate, its file
+    is there and it measured faster; fp32 otherwise, with the reason."""
+    from service.backends.selection import BackendChoice, verdict_info
+
     try:
-        verdict = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        logger.warning("Ignoring %s: %s", path, exc)
-        return None
-    return verdict if isinstance(verdict, dict) else None
-
-
-def option_passed(verdict: dict[str, Any] | None, option: str) -> bool:
-    options = (verdict or {}).get("options") or {}
-    entry = options.get(option) if isinstance(options, dict) else None
-    return isinstance(entry, dict) and entry.get("passed") is True
-
-
-def choose_onnx_precision(requested: str, folder: Path, verdict: dict[str, Any] | None) -> tuple[str, str]:
-    """(precision, reason). `auto`: int8 only when the model's verdict passed it and its file is there."""
+        verdict, problem = fidelity_gate.read_verdict(folder), None
+    except fidelity_gate.VerdictError as exc:
+        verdict, problem = None, f"unusable verdict: {exc}"
+    if verdict is None and problem is None:
+        problem = f"no {fidelity_gate.VERDICT_FILE} in {folder}"
     if requested in FILES:
-        return requested, f"RERANK_PRECISION={requested}"
-    int8_file = folder / ONNX_DIR / FILES["int8"]
-    if verdict is None:
-        return "fp32", f"fp32: no fidelity verdict ({FIDELITY_FILE}) for this model"
-    if option_passed(verdict, "onnx-int8") and int8_file.is_file():
-        return "int8", f"int8: passed the fidelity gate ({FIDELITY_FILE})"
-    if option_passed(verdict, "onnx-int8"):
-        return "fp32", f"fp32: int8 passed the fidelity gate but {int8_file} is missing"
-    return "fp32", f"fp32: int8 did not pass the fidelity gate ({FIDELITY_FILE})"
+        option = f"onnx-{requested}"
+        note = f" ({verdict.summary(option)})" if verdict is not None and option in verdict.options else ""
+        choice = BackendChoice("onnx", requested, f"RERANK_PRECISION={requested}{note}",
+                               dict(verdict.options.get(option, {})) if verdict else {})
+    else:
+        available = ["onnx-fp32"] + (["onnx-int8"] if (folder / ONNX_DIR / FILES["int8"]).is_file() else [])
+        auto = fidelity_gate.choose_option(verdict, available, fidelity_gate.cpu_features(), fallback="onnx-fp32",
+                                           verdict_problem=problem)
+        choice = BackendChoice("onnx", auto.precision, f"auto: {auto.reason}", dict(auto.figures))
+    return choice.precision, choice.reason, verdict_info(choice, verdict, problem)
 
 
 def _backend(folder: Path, precision: str, threads: int, max_length: int) -> OnnxBackend:

@@ -12,6 +12,7 @@ from service.backends.base import Backend
 from service.engine.batching import plan_batches
 from service.engine.scheduler import BatchScheduler, Pair
 from service.engine.tokenization import EncodedPairs, PairEncoder, pad_batch
+from service.memory import padded_length, release_memory
 
 Activation = Callable[[np.ndarray], np.ndarray]
 
@@ -34,7 +35,8 @@ class RerankEngine:
         self.backend = backend
         self.activation = activation
         self.batch_tokens = batch_tokens
-        self.scheduler = BatchScheduler(self.score_pairs, batch_tokens=batch_tokens, max_wait_s=max_wait_s)
+        self.scheduler = BatchScheduler(self.score_pairs, batch_tokens=batch_tokens, max_wait_s=max_wait_s,
+                                        on_idle=release_memory)
 
     @property
     def max_length(self) -> int:
@@ -51,7 +53,9 @@ class RerankEngine:
         lengths = [len(ids) for ids, _ in pairs]
         logits = np.empty(len(pairs), dtype=np.float32)
         for batch in plan_batches(lengths, self.batch_tokens):
-            features = pad_batch([pairs[i] for i in batch], self.encoder.pad_token_id)
+            # A few padded lengths (multiples of 16) instead of every length: bounded per-shape caches.
+            length = padded_length(max(lengths[i] for i in batch), self.encoder.max_length)
+            features = pad_batch([pairs[i] for i in batch], self.encoder.pad_token_id, length)
             logits[batch] = self.backend.forward(features)[:, 0]
         return logits
 

@@ -34,8 +34,10 @@ class _Job:
 
 
 class BatchScheduler:
-    def __init__(self, run_pairs: RunPairs, *, batch_tokens: int, max_wait_s: float) -> None:
+    def __init__(self, run_pairs: RunPairs, *, batch_tokens: int, max_wait_s: float,
+                 on_idle: Callable[[], object] | None = None) -> None:
         self._run_pairs = run_pairs
+        self._on_idle = on_idle  # called when the queue is empty after a forward (memory release)
         self._batch_tokens = batch_tokens
         self._max_wait_s = max_wait_s
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -111,3 +113,8 @@ class BatchScheduler:
             for job in jobs:
                 job.deliver(logits[start : start + len(job.pairs)], None)
                 start += len(job.pairs)
+            if self._on_idle is not None and self._queue.empty():
+                try:
+                    self._on_idle()
+                except Exception:  # noqa: BLE001 - never let housekeeping stop the inference thread
+                    logger.exception("idle callback failed")

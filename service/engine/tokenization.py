@@ -179,9 +179,11 @@ def pad_token_id(tokenizer: Any, config: dict[str, Any], model_dir: Path) -> int
     return int(padding["pad_id"]) if padding and padding.get("pad_id") is not None else 0
 
 
-def pad_batch(pairs: list[tuple[list[int], list[int] | None]], pad_token_id: int) -> dict[str, np.ndarray]:
-    """Right-pad a batch into int64 arrays: input_ids, attention_mask and (if given) token_type_ids."""
-    longest = max(len(ids) for ids, _ in pairs)
+def pad_batch(pairs: list[tuple[list[int], list[int] | None]], pad_token_id: int,
+              length: int | None = None) -> dict[str, np.ndarray]:
+    """Right-pad a batch into int64 arrays: input_ids, attention_mask and (if given) token_type_ids, to the
+    longest pair or to `length` if that is longer (padding is masked: scores do not change)."""
+    longest = max([len(ids) for ids, _ in pairs] + [length or 0])
     input_ids = np.full((len(pairs), longest), pad_token_id, dtype=np.int64)
     attention_mask = np.zeros((len(pairs), longest), dtype=np.int64)
     with_types = pairs[0][1] is not None

@@ -9,11 +9,14 @@ import time
 
 import torch
 
-from service.backends.selection import BackendChoice, choose_backend
+from service.backends.attention import sample_features
+from service.backends.selection import (BackendChoice, choose_backend, load_verdict, model_directory,
+                                        verdict_info)
 from service.backends.torch_backend import TorchBackend
 from service.engine.factory import LoadedEngine, thread_count, warm_up_and_start
 from service.engine.reranker import RerankEngine
 from service.engine.tokenization import PairEncoder
+from service.memory import configure_allocator
 from service.model_store import ModelNotAvailableError, ModelSource, load_cross_encoder, resolve_device
 from service.settings import Settings
 
@@ -33,6 +36,7 @@ def configure_threads(settings: Settings) -> int:
 
 def build_torch_engine(settings: Settings) -> LoadedEngine:
     started = time.perf_counter()
+    allocator = configure_allocator()
     threads = configure_threads(settings)
     source = ModelSource.from_settings(settings)
     device = resolve_device(settings.rerank_device)
@@ -43,7 +47,9 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
         raise ModelNotAvailableError(
             f"{source.display} has {cross_encoder.num_labels} output labels; a reranker needs exactly one "
             "relevance logit. Point RERANK_MODEL at a cross-encoder reranker.")
-    choice = choose_backend(backend=settings.rerank_backend, precision=settings.rerank_precision, device=device)
+    verdict, verdict_problem = load_verdict(source)
+    choice = choose_backend(backend=settings.rerank_backend, precision=settings.rerank_precision, device=device,
+                            verdict=verdict, verdict_problem=verdict_problem, model_dir=model_directory(source))
     backend = _make_backend(choice, cross_encoder, device)
     activation = _activation(cross_encoder.activation_fn)
     engine = RerankEngine(PairEncoder(cross_encoder.tokenizer, max_length), backend, activation,
@@ -65,7 +71,11 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
         "precision": choice.precision,
         "backend_reason": choice.reason,
         "sdpa_attention_modules": getattr(backend, "sdpa_modules", 0),
+        "attention": getattr(backend, "attention", "attention: backend default"),
+        "attention_detail": backend.attention_report.as_info() if hasattr(backend, "attention_report") else None,
+        "precision_verdict": verdict_info(choice, verdict, verdict_problem),
         "threads": threads,
+        "memory": allocator,
         "load_seconds": round(load_seconds, 3),
     }
     return LoadedEngine(engine, info)
@@ -76,7 +86,8 @@ def _make_backend(choice: BackendChoice, cross_encoder, device: str):
         from service.backends.onnx_backend import OnnxBackend
 
         return OnnxBackend.from_cross_encoder(cross_encoder, quantized=choice.precision == "int8")
-    return TorchBackend(cross_encoder.model, device=device, precision=choice.precision)
+    return TorchBackend(cross_encoder.model, device=device, precision=choice.precision,
+                        sample=sample_features(cross_encoder.tokenizer, int(cross_encoder.max_length or 512)))
 
 
 def _activation(activation_fn):

@@ -150,8 +150,9 @@ def test_model_folder_holds_the_checked_graph_and_its_verdict(host, slim_image):
     assert fp32["passed"] is True and fp32["max_abs_diff"] <= 0.01 and fp32["spearman"] >= 0.999
     # int8 ships only when it passed
     int8_passed = verdict["options"].get("onnx-int8", {}).get("passed", False)
+    assert verdict["options"]["torch-fp32"]["passed"] is True  # the reference, scored in the model stage
     assert host.file(f"{MODEL_PATH}/onnx/model_quantized.onnx").exists == int8_passed
-    graph = verdict["onnx_graph"]
+    graph = verdict["model"]["onnx_graph"]
     if _model(slim_image) == "alibi":
         # ships onnx/model.onnx (made by scripts/export_onnx.py), which matches; the fused export wins
         assert (graph["source"], graph["attention"]) == ("exported", "fused"), graph

@@ -1,61 +1,97 @@
-"""Fidelity is a test, not a hope: every backend/precision that RERANK_PRECISION=auto can pick, on any CPU,
-scores 512 fixed (query, document) pairs within Spearman >= 0.999 and max |score difference| <= 0.01 of
-fp32 torch `CrossEncoder.predict`, on the JinaBERT-shaped proxy (random weights, init std 0.1). Options that
-fail (bf16 autocast, ONNX int8 on this proxy: see benchmarks/RESULTS.md) stay opt-in."""
+"""The precision gate on real models: bf16 passes on trained weights (all-MiniLM-L6-v2's trunk with a trained
+reranker head) and fails on the random JinaBERT-shaped proxy, and `auto` follows the verdict written next to
+the model, with the figures in /info. Scores of what `auto` runs stay within the bounds."""
 
 from __future__ import annotations
 
-from itertools import groupby
+import json
+import shutil
 
 import pytest
 
 import service.backends.selection as selection
-from benchmarks.fidelity import MAX_ABS_DIFF, MIN_SPEARMAN, compare, fidelity_pairs, reference_scores
+from service import fidelity_gate as gate
+from service.calibration import calibration_set
 from service.engine.factory import build_engine
 from service.settings import load_settings
 from tests.support.model_factory import JINA_TINY_DIMS, cached_model
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def proxy_dir(model_cache):
-    return cached_model("alibi", model_cache, **JINA_TINY_DIMS)
+NATIVE = {"model": "test CPU", "avx512_bf16": True, "amx_bf16": False, "avx512_vnni": True}
 
 
 @pytest.fixture(scope="module")
-def pairs():
-    return fidelity_pairs(512)
+def trained_dir(model_cache, tmp_path_factory):
+    """A private copy (the gate writes fidelity.json next to the weights; the cache stays verdict-free)."""
+    target = tmp_path_factory.mktemp("trained") / "trained-reranker"
+    shutil.copytree(cached_model("trained", model_cache), target)
+    return target
 
 
 @pytest.fixture(scope="module")
-def reference(proxy_dir, pairs):
-    return reference_scores(proxy_dir, pairs)
+def trained_verdict(trained_dir):
+    return gate.run_gate(trained_dir, options=["torch-bf16"], log=print)
 
 
-def auto_choices(monkeypatch) -> set[tuple[str, str]]:
-    """What `auto` picks on a CPU with native bf16 and on one without."""
-    choices = set()
-    for native_bf16 in (True, False):
-        monkeypatch.setattr(selection, "cpu_has_native_bf16", lambda native=native_bf16: native)
-        choice = selection.choose_backend(backend="auto", precision="auto", device="cpu")
-        choices.add((choice.backend, choice.precision))
-    monkeypatch.undo()
-    return choices
+def test_trained_model_spreads_its_scores_like_a_reranker(trained_dir):
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(str(trained_dir), max_length=512, device="cpu")
+    groups = calibration_set().by_query()[:4]
+    scores = [s for q, docs in groups for s in model.predict([(q, d) for d in docs]).tolist()]
+    assert min(scores) < 0.2 and max(scores) > 0.8  # not a near-constant random head
 
 
-def test_every_option_auto_can_pick_keeps_fidelity(proxy_dir, pairs, reference, monkeypatch):
-    assert len(pairs) >= 500
-    for backend, precision in sorted(auto_choices(monkeypatch)):
-        loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(proxy_dir), RERANK_BACKEND=backend,
-                                            RERANK_PRECISION=precision))
+def test_bf16_passes_the_gate_on_trained_weights(trained_dir, trained_verdict):
+    entry = trained_verdict.options["torch-bf16"]
+    assert entry["passed"], trained_verdict.summary("torch-bf16")
+    assert entry["pairs"] >= 512 and entry["mode"] == "weights"
+    written = json.loads((trained_dir / gate.VERDICT_FILE).read_text())
+    assert written["options"]["torch-bf16"]["passed"] is True
+    assert written["calibration"]["sha256"] == calibration_set().sha256()
+    assert written["versions"]["torch"] and written["model"]["weights"][0]["sha256"]
+
+
+def test_bf16_fails_the_gate_on_the_random_proxy(model_cache):
+    proxy = cached_model("alibi", model_cache, **JINA_TINY_DIMS)
+    verdict = gate.run_gate(proxy, options=["torch-bf16"], write=False, log=print)
+    assert not verdict.passed("torch-bf16"), verdict.summary("torch-bf16")
+    assert not (proxy / gate.VERDICT_FILE).exists()
+
+
+def test_auto_follows_the_verdict(trained_dir, trained_verdict, monkeypatch):
+    monkeypatch.setattr(selection, "cpu_features", lambda: dict(NATIVE))
+    loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(trained_dir)))
+    try:
+        assert (loaded.info["backend"], loaded.info["precision"]) == ("torch", "bf16")
+        assert "passed the gate" in loaded.info["backend_reason"]
+        chosen = loaded.info["precision_verdict"]["chosen"]
+        assert chosen["spearman"] >= 0.999 and chosen["max_abs_diff"] <= 0.01
+        # What auto serves is what was gated: the calibration set's scores within the bounds.
+        reference, ids = [], []
+        fp32 = build_engine(load_settings(RERANK_MODEL_PATH=str(trained_dir), RERANK_PRECISION="fp32"))
         try:
-            scores = []
-            for query, group in groupby(pairs, key=lambda pair: pair[0]):
-                scores.extend(loaded.engine.rerank_now(query, [doc for _, doc in group]).relevance.tolist())
+            served = []
+            for query_id, (query, docs) in enumerate(calibration_set().by_query()[:8]):
+                served += loaded.engine.rerank_now(query, docs).relevance.tolist()
+                reference += fp32.engine.rerank_now(query, docs).relevance.tolist()
+                ids += [query_id] * len(docs)
         finally:
-            loaded.engine.stop()
-        report = compare(reference, scores, option=f"{backend}/{precision}")
-        print(f"\n{report.option}: Spearman {report.spearman:.6f}, max |diff| {report.max_abs_diff:.2e} "
-              f"over {len(scores)} pairs")
-        assert report.spearman >= MIN_SPEARMAN and report.max_abs_diff <= MAX_ABS_DIFF, report
+            fp32.engine.stop()
+        assert gate.compare(reference, served, ids)["passed"]
+    finally:
+        loaded.engine.stop()
+
+    # A failed verdict, or none at all: fp32, and the reason says which.
+    data = json.loads((trained_dir / gate.VERDICT_FILE).read_text())
+    data["options"]["torch-bf16"]["passed"] = False
+    (trained_dir / gate.VERDICT_FILE).write_text(json.dumps(data))
+    loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(trained_dir)))
+    loaded.engine.stop()
+    assert loaded.info["precision"] == "fp32" and "no faster option passed" in loaded.info["backend_reason"]
+    (trained_dir / gate.VERDICT_FILE).unlink()
+    loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(trained_dir)))
+    loaded.engine.stop()
+    assert loaded.info["precision"] == "fp32" and "no precision verdict" in loaded.info["backend_reason"]
+    assert loaded.info["precision_verdict"]["file"] is None

@@ -133,7 +133,7 @@ def test_onnx_flavour_scores_equal_the_torch_flavour(model, request):
                                        RERANK_PRECISION="fp32"))
     try:
         assert onnx.info["flavour"] == "onnx" and torch.info["flavour"] == "torch"
-        assert onnx.info["precision"] == "fp32" and "no fidelity verdict" in onnx.info["backend_reason"]
+        assert onnx.info["precision"] == "fp32" and "no fidelity.json" in onnx.info["backend_reason"]
         got, expected = onnx.engine.rerank_now(query, documents), torch.engine.rerank_now(query, documents)
         assert got.tokens == expected.tokens
         assert np.max(np.abs(got.relevance - expected.relevance)) <= 1e-4
@@ -209,19 +209,36 @@ def test_flavour_follows_what_is_installed_unless_set(monkeypatch):
         load_settings(RERANK_FLAVOUR="tensorflow")
 
 
+def _verdict(folder: Path, int8: dict | None) -> None:
+    from service import fidelity_gate
+
+    options = {"torch-fp32": {"passed": True, "speedup_vs_reference": 1.0},
+               "onnx-fp32": {"passed": True, "spearman": 1.0, "top10_overlap": 1.0, "max_abs_diff": 1e-5,
+                             "speedup_vs_reference": 1.1}}
+    if int8 is not None:
+        options["onnx-int8"] = {"spearman": 0.9995, "top10_overlap": 0.99, "max_abs_diff": 0.004, **int8}
+    fidelity_gate.write_verdict(folder, fidelity_gate.Verdict(options=options))
+
+
 def test_auto_precision_takes_int8_only_when_the_verdict_passed_it(tmp_path):
     (tmp_path / "onnx").mkdir()
-    assert choose_onnx_precision("auto", tmp_path, None) == ("fp32", "fp32: no fidelity verdict (fidelity.json) "
-                                                                     "for this model")
-    failed = {"options": {"onnx-fp32": {"passed": True}, "onnx-int8": {"passed": False}}}
-    assert choose_onnx_precision("auto", tmp_path, failed)[0] == "fp32"
-    passed = {"options": {"onnx-fp32": {"passed": True}, "onnx-int8": {"passed": True}}}
-    precision, reason = choose_onnx_precision("auto", tmp_path, passed)
-    assert precision == "fp32" and "missing" in reason  # passed, but the file is not there
+    precision, reason, info = choose_onnx_precision("auto", tmp_path)
+    assert precision == "fp32" and "no fidelity.json" in reason and info["file"] is None
+    _verdict(tmp_path, {"passed": False, "failed": ["spearman"], "speedup_vs_reference": 2.0})
+    assert choose_onnx_precision("auto", tmp_path)[0] == "fp32"
+    _verdict(tmp_path, {"passed": True, "speedup_vs_reference": 2.0})
+    assert choose_onnx_precision("auto", tmp_path)[0] == "fp32"  # passed, but the file is not there
     (tmp_path / "onnx" / "model_quantized.onnx").write_bytes(b"")
-    assert choose_onnx_precision("auto", tmp_path, passed)[0] == "int8"
-    assert choose_onnx_precision("fp32", tmp_path, passed)[0] == "fp32"
-    assert choose_onnx_precision("int8", tmp_path, failed)[0] == "int8"  # explicit: the user's call
+    precision, reason, info = choose_onnx_precision("auto", tmp_path)
+    assert precision == "int8" and "passed the gate" in reason and info["options"]["onnx-int8"]["passed"]
+    _verdict(tmp_path, {"passed": True, "speedup_vs_reference": 0.9})  # passed, but not faster
+    assert choose_onnx_precision("auto", tmp_path)[0] == "fp32"
+    assert choose_onnx_precision("fp32", tmp_path)[0] == "fp32"
+    _verdict(tmp_path, {"passed": False, "failed": ["spearman"], "speedup_vs_reference": 2.0})
+    assert choose_onnx_precision("int8", tmp_path)[0] == "int8"  # explicit: the user's call
+    (tmp_path / "fidelity.json").write_text("{not json")
+    precision, reason, _ = choose_onnx_precision("auto", tmp_path)
+    assert precision == "fp32" and "unusable verdict" in reason
 
 
 def test_activation_follows_the_config_like_cross_encoder():
@@ -269,9 +286,10 @@ def test_slim_requirements_pin_exactly_what_service_txt_pins():
 
 
 def _bundle(model_dir: Path, out_dir: Path, **options):
-    from service.onnx_bundle import build_bundle, calibration_pairs
+    from service.calibration import calibration_set
+    from service.onnx_bundle import build_bundle
 
-    return build_bundle(model_dir, out_dir, pairs=calibration_pairs(queries=3, documents_per_query=16), **options)
+    return build_bundle(model_dir, out_dir, calibration=calibration_set(n_queries=3, per_query=12), **options)
 
 
 def test_bundle_prefers_fused_attention_and_serves_torch_scores(alibi_onnx_model, tmp_path):
@@ -286,7 +304,9 @@ def test_bundle_prefers_fused_attention_and_serves_torch_scores(alibi_onnx_model
     verdict = json.loads((tmp_path / "bundle" / "fidelity.json").read_text())
     assert verdict["options"]["onnx-fp32"]["passed"] is True
     assert verdict["thresholds"] == {"spearman": 0.999, "top10_overlap": 0.98, "max_abs_diff": 0.01}
-    assert set(verdict["options"]) == {"onnx-fp32", "onnx-int8"}
+    assert set(verdict["options"]) == {"torch-fp32", "onnx-fp32", "onnx-int8"}
+    assert verdict["format"] == 1 and verdict["model"]["weights"] == []
+    assert {f["file"] for f in verdict["model"]["onnx_files"]} >= {"onnx/model.onnx", "onnx/model.onnx.data"}
     int8_shipped = (tmp_path / "bundle" / "onnx" / "model_quantized.onnx").exists()
     assert int8_shipped == verdict["options"]["onnx-int8"]["passed"]
     # weights live in the page-aligned data file next to the graph
@@ -329,4 +349,5 @@ def test_bundle_exports_when_the_repository_graph_does_not_match(alibi_onnx_mode
     assert report.graph_source == "exported" and "fail the gate" in report.why, report.why
     verdict = json.loads((tmp_path / "foreign-bundle" / "fidelity.json").read_text())
     assert verdict["options"]["onnx-fp32"]["passed"] is True
-    assert (verdict["onnx_graph"]["source"], verdict["onnx_graph"]["attention"]) == ("exported", "unfused")
+    graph = verdict["model"]["onnx_graph"]
+    assert (graph["source"], graph["attention"]) == ("exported", "unfused")

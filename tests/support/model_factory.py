@@ -24,7 +24,7 @@ Public API::
                         intermediate_size=64, max_position_embeddings=512) -> Path
     build_alibi_reranker(out_dir, *, seed=0, init_std=None, hidden_size=32, num_layers=2, num_heads=4,
                          intermediate_size=64, vocab_size=None, max_position_embeddings=8192,
-                         auto_map="local") -> Path
+                         auto_map="local", attention_form="module") -> Path
     build_external_code_repo(hf_home, repo_id="testorg/alibert-implementation") -> Path
     cached_model(kind, cache_root, **kwargs) -> Path          # kind: "bert" or "alibi"
     JINA_TINY_DIMS                                             # build_alibi_reranker(dir, **JINA_TINY_DIMS)
@@ -32,6 +32,7 @@ Public API::
     english_like_query(rng, n_words=None) -> str
     corpus(n_sentences=3000, seed=0) -> list[str]
     load_alibert_module() -> module                            # the modeling code, importable in-process
+    alibert_modeling_source(attention_form) -> str             # modeling_alibert.py in either code form
     make_alibi_model(*, seed=0, ..., max_position_embeddings=512)  # the in-memory model the builder saves
     resolve_init_std(init_std, hidden_size) -> float           # None -> 0.1 * sqrt(384 / hidden_size)
 """
@@ -598,6 +599,38 @@ def make_alibi_model(
     return _seeded_construct(seed, lambda: module.AliBertForSequenceClassification(config)).eval()
 
 
+ATTENTION_FORMS = ("module", "config")
+# JinaBERT's two code forms of the attention switch (service/backends/attention.py): the module attribute
+# (what tests/support/alibert/modeling_alibert.py has) or the shared config, read in the forward.
+_CONFIG_FORM_EDITS = (
+    ("        self.attn_implementation = config.attn_implementation\n",
+     "        self.config = config  # the shared config; forward reads its attn_implementation\n"),
+    ('        if self.attn_implementation == "torch" and scaled_dot_product_attention is not None:\n',
+     '        if self.config.attn_implementation == "torch" and scaled_dot_product_attention is not None:\n'),
+)
+
+
+def alibert_modeling_source(attention_form: str = "module") -> str:
+    """modeling_alibert.py as written (`"module"`: `self.attn_implementation`, read in the forward), or its
+    config form (`"config"`: the self-attention module keeps `self.config` and the forward reads
+    `self.config.attn_implementation`), the two forms public copies of JinaBERT's code have."""
+    source = (ALIBERT_SOURCE_DIR / "modeling_alibert.py").read_text()
+    if attention_form == "module":
+        return source
+    if attention_form != "config":
+        raise ValueError(f"attention_form must be one of {ATTENTION_FORMS}, not {attention_form!r}")
+    for old, new in _CONFIG_FORM_EDITS:
+        if source.count(old) != 1:
+            raise RuntimeError(f"modeling_alibert.py changed: cannot derive the config form ({old.strip()!r})")
+        source = source.replace(old, new)
+    return source
+
+
+def _write_alibert_code(out_dir: Path, attention_form: str) -> None:
+    shutil.copyfile(ALIBERT_SOURCE_DIR / "configuration_alibert.py", out_dir / "configuration_alibert.py")
+    (out_dir / "modeling_alibert.py").write_text(alibert_modeling_source(attention_form))
+
+
 def _auto_map(mode: str, repo_id: str) -> dict[str, str]:
     refs = {
         "AutoConfig": "configuration_alibert.AliBertConfig",
@@ -623,8 +656,13 @@ def build_alibi_reranker(
     vocab_size: int | None = None,
     max_position_embeddings: int = 8192,
     auto_map: Literal["local", "external"] = "local",
+    attention_form: Literal["module", "config"] = "module",
 ) -> Path:
     """Write a random-weight JinaBERT-like reranker (ALiBi, GEGLU, one logit) loaded as remote code.
+
+    `attention_form` picks which of JinaBERT's two code forms the copied `modeling_alibert.py` has: the switch
+    on the self-attention module (`"module"`) or on the shared config read in the forward (`"config"`); the
+    weights are the same.
 
     The folder holds `config.json` (model_type "alibert", `position_embedding_type: "alibi"`,
     `architectures: ["AliBertForSequenceClassification"]`, num_labels 1, and an `auto_map`),
@@ -670,13 +708,15 @@ def build_alibi_reranker(
     model.config.max_position_embeddings = max_position_embeddings
     model.config.auto_map = _auto_map(auto_map, EXTERNAL_CODE_REPO_ID)
     _save_model(model, out_dir)
+    if attention_form not in ATTENTION_FORMS:
+        raise ValueError(f"attention_form must be one of {ATTENTION_FORMS}, not {attention_form!r}")
     if auto_map == "local":
-        for name in ALIBERT_FILES:
-            shutil.copyfile(ALIBERT_SOURCE_DIR / name, out_dir / name)
+        _write_alibert_code(out_dir, attention_form)
     return out_dir
 
 
-def build_external_code_repo(hf_home: Path, repo_id: str = EXTERNAL_CODE_REPO_ID) -> Path:
+def build_external_code_repo(hf_home: Path, repo_id: str = EXTERNAL_CODE_REPO_ID,
+                             attention_form: Literal["module", "config"] = "module") -> Path:
     """Lay out the AliBERT `.py` files as a Hugging Face Hub cache entry for `repo_id` under `hf_home/hub`.
 
     Layout (what `huggingface_hub` leaves after a download, minus the blob symlinks, which are optional)::
@@ -695,23 +735,41 @@ def build_external_code_repo(hf_home: Path, repo_id: str = EXTERNAL_CODE_REPO_ID
     """
     from tests.support.hub_cache import install_in_hub_cache
 
-    return install_in_hub_cache(ALIBERT_SOURCE_DIR, hf_home, repo_id, names=ALIBERT_FILES)
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_alibert_code(Path(tmp), attention_form)
+        return install_in_hub_cache(Path(tmp), hf_home, repo_id, names=ALIBERT_FILES)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Cache
 # ----------------------------------------------------------------------------------------------------------
 
-_BUILDERS = {"bert": build_bert_reranker, "alibi": build_alibi_reranker}
+def build_trained(out_dir: Path, **kwargs: Any) -> Path:
+    """The trained MiniLM reranker (tests/support/trained_reranker.py): trained weights for fidelity tests."""
+    from tests.support.trained_reranker import build_trained_reranker
+
+    return build_trained_reranker(out_dir, **kwargs)
 
 
-def _source_fingerprint() -> str:
+_BUILDERS = {"bert": build_bert_reranker, "alibi": build_alibi_reranker, "trained": build_trained}
+
+
+def _source_files(kind: str) -> list[Path]:
+    if kind == "trained":  # its own code only: edits to this file do not retrain it
+        from service import calibration
+        from tests.support import trained_reranker
+
+        return [Path(trained_reranker.__file__).resolve(), Path(calibration.__file__).resolve()]
+    return [Path(__file__).resolve(), *(ALIBERT_SOURCE_DIR / name for name in ALIBERT_FILES)]
+
+
+def _source_fingerprint(kind: str = "alibi") -> str:
     import tokenizers
     import torch
     import transformers
 
     digest = hashlib.sha256()
-    for path in [Path(__file__).resolve(), *(ALIBERT_SOURCE_DIR / name for name in ALIBERT_FILES)]:
+    for path in _source_files(kind):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(f"{transformers.__version__}/{tokenizers.__version__}/{torch.__version__}".encode())
     return digest.hexdigest()
@@ -720,8 +778,10 @@ def _source_fingerprint() -> str:
 def cached_model(kind: str, cache_root: Path, **kwargs: Any) -> Path:
     """Build a model once into `cache_root/<kind>-<hash>` and reuse it afterwards.
 
-    `kind` is "bert" (`build_bert_reranker`) or "alibi" (`build_alibi_reranker`); `kwargs` go to the builder.
-    The hash covers the kind, the arguments, this file and the AliBERT modeling code (and library versions),
+    `kind` is "bert" (`build_bert_reranker`), "alibi" (`build_alibi_reranker`) or "trained" (the trained
+    MiniLM reranker, `tests/support/trained_reranker.py`); `kwargs` go to the builder.
+    The hash covers the kind, the arguments, this file and the AliBERT modeling code (for "trained": its own
+    module and service/calibration.py) and library versions,
     so a change to any of them builds a fresh folder. Safe across processes: the model is built in a temporary
     sibling folder and renamed into place atomically; a loser of a race discards its copy.
     """
@@ -729,7 +789,7 @@ def cached_model(kind: str, cache_root: Path, **kwargs: Any) -> Path:
         raise ValueError(f"kind must be one of {sorted(_BUILDERS)}, not {kind!r}")
     cache_root = Path(cache_root)
     key = json.dumps(
-        {"kind": kind, "kwargs": kwargs, "source": _source_fingerprint()}, sort_keys=True, default=str
+        {"kind": kind, "kwargs": kwargs, "source": _source_fingerprint(kind)}, sort_keys=True, default=str
     )
     final = cache_root / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     if (final / "config.json").is_file():

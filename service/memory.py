@@ -1,0 +1,89 @@
+"""Keeping a worker's memory flat: where it goes under load, and the bounds the engine sets.
+
+What grows a CPU torch worker's RSS while it serves (measured on the JinaBERT-shaped proxy, see
+benchmarks/RESULTS.md "Memory"):
+
+* glibc malloc arenas: every thread that allocates (the inference thread, oneDNN/OpenMP workers, the
+  tokenizer threads of the event loop's pool) may get its own arena (up to 8 x cores), and freed activation
+  buffers stay in them. `configure_allocator` caps arenas at 2 (the MALLOC_ARENA_MAX setting, applied with
+  mallopt so it holds without an environment variable) and sends allocations above 4 MiB straight to mmap,
+  so large activations go back to the kernel when freed (glibc's dynamic mmap threshold otherwise climbs to
+  32 MiB after the first large free and keeps them on the heap).
+* Per-shape caches: oneDNN keeps a compiled primitive per distinct input shape (and autocast keeps a cast
+  copy of every weight while a bf16 autocast region runs). Padding every batch to a multiple of
+  `PAD_MULTIPLE` tokens bounds the distinct sequence lengths (512 / 16 = 32 instead of 512); bf16 weights are
+  converted once (service/backends/bf16.py), so no cast copies exist.
+* What is left free on the heap after a burst: `release_memory` (malloc_trim) hands it back when the
+  inference thread goes idle.
+
+Linux/glibc only; elsewhere every call is a no-op that says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import time
+
+logger = logging.getLogger("service.memory")
+
+PAD_MULTIPLE = 16
+ARENA_MAX = 2
+MMAP_THRESHOLD = 4 * 1024 * 1024
+TRIM_INTERVAL_S = 1.0  # at most one malloc_trim per second (it walks the heap)
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
+_libc = None
+_last_trim = 0.0
+
+
+def _glibc():
+    global _libc
+    if _libc is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.mallopt  # noqa: B018 - AttributeError on non-glibc C libraries
+            libc.malloc_trim  # noqa: B018
+            _libc = libc
+        except (OSError, AttributeError):
+            _libc = False
+    return _libc or None
+
+
+def configure_allocator(arena_max: int = ARENA_MAX, mmap_threshold: int = MMAP_THRESHOLD) -> dict[str, object]:
+    """Cap malloc arenas and fix the mmap threshold for this process (before the inference threads start).
+    Returns what was applied (shown in /info)."""
+    libc = _glibc()
+    if libc is None:
+        return {"allocator": "not glibc: left as is"}
+    ok = all([libc.mallopt(_M_ARENA_MAX, int(arena_max)) == 1,
+              libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1,
+              libc.mallopt(_M_TRIM_THRESHOLD, int(mmap_threshold)) == 1])
+    if not ok:
+        logger.warning("mallopt refused the allocator settings; memory may grow under load")
+    return {"allocator": "glibc", "arena_max": arena_max, "mmap_threshold_bytes": mmap_threshold,
+            "trim_when_idle": True, "applied": ok}
+
+
+def release_memory(*, force: bool = False) -> bool:
+    """malloc_trim(0): return free heap memory to the kernel (rate-limited unless `force`)."""
+    global _last_trim
+    libc = _glibc()
+    if libc is None:
+        return False
+    now = time.monotonic()
+    if not force and now - _last_trim < TRIM_INTERVAL_S:
+        return False
+    _last_trim = now
+    return bool(libc.malloc_trim(0))
+
+
+def padded_length(longest: int, limit: int | None = None, multiple: int = PAD_MULTIPLE) -> int:
+    """`longest` rounded up to a multiple of `multiple`, never beyond `limit` (the model's max length)."""
+    padded = -(-max(1, longest) // multiple) * multiple
+    return min(padded, limit) if limit else padded
