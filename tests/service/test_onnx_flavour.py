@@ -36,21 +36,22 @@ BANNED = ("torch", "transformers", "sentence_transformers")
 TORCH_ONLY_PINS = {"torch", "transformers", "sentence-transformers", "safetensors"}
 
 
-@pytest.fixture(scope="session")
-def alibi_onnx_model(alibi_model_dir, tmp_path_factory) -> Path:
-    """The JinaBERT-like test model (ALiBi for 8,192 positions) with onnx/model.onnx, in a private copy."""
-    target = tmp_path_factory.mktemp("flavour") / "alibi"
-    shutil.copytree(alibi_model_dir, target)
+def _with_onnx_graph(source: Path, target: Path) -> Path:
+    """A private copy of a cached test model with onnx/model.onnx, as the real repository ships it."""
+    shutil.copytree(source, target)
     export_onnx(target, target / "onnx" / "model.onnx")
     return target
+
+
+@pytest.fixture(scope="session")
+def alibi_onnx_model(alibi_model_dir, tmp_path_factory) -> Path:
+    """The JinaBERT-like test model (ALiBi for 8,192 positions, GEGLU, remote code)."""
+    return _with_onnx_graph(alibi_model_dir, tmp_path_factory.mktemp("flavour") / "alibi")
 
 
 @pytest.fixture(scope="session")
 def bert_onnx_model(bert_model_dir, tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("flavour") / "bert"
-    shutil.copytree(bert_model_dir, target)
-    export_onnx(target, target / "onnx" / "model.onnx")
-    return target
+    return _with_onnx_graph(bert_model_dir, tmp_path_factory.mktemp("flavour") / "bert")
 
 
 def _workload(n: int, seed: int) -> tuple[str, list[str]]:
