@@ -4,8 +4,16 @@
 #   docker build -t reranker \                                  # air-gapped build (docs/IMAGE.md)
 #     --build-arg WHEEL_DIR=build/wheels --build-arg MODEL_DIR=models/jina-reranker-v1-tiny-en .
 #
-# Stages: python (base + Debian's python3) -> deps (venv) -> model (download + offline proof) -> runtime.
-# Works with the classic builder and BuildKit alike (no RUN --mount).
+# Two runtime flavours from this one file (docs/IMAGE.md):
+#   --target runtime       (the default, last stage): CPU torch + sentence-transformers, every backend/precision
+#   --target runtime-onnx  torch-free: ONNX Runtime + tokenizers serving the model exported (or the repository's
+#                          ONNX graph when it matches) and checked against torch in the model-onnx stage
+#
+# Stages: python (base + Debian's python3) -> deps (venv) -> model (download + offline proof)
+#         -> deps-onnx (slim venv), deps-export (+ onnx), model-onnx (ONNX graph, fidelity gate) -> runtime-onnx
+#         -> runtime.
+# Works with the classic builder and BuildKit alike (no RUN --mount). BuildKit builds only the stages the target
+# needs; the classic builder builds every stage before the target (the torch build then runs model-onnx too).
 
 ARG BASE_IMAGE=debian:bookworm-slim
 
@@ -77,6 +85,117 @@ COPY service/backends/ /app/service/backends/
 COPY service/engine/ /app/service/engine/
 RUN HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m service.fidelity_gate /opt/reranker/model \
  && rm -rf /root/.cache
+
+# ---- deps-onnx: the slim flavour's virtualenv: ONNX Runtime, tokenizers and the API; no torch, no transformers
+FROM python AS deps-onnx
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG PYPI_INDEX_URL=https://pypi.org/simple
+ARG WHEEL_DIR=
+COPY requirements/ /build/requirements/
+COPY ${WHEEL_DIR:-requirements} /build/wheels/
+RUN if [ -n "$WHEEL_DIR" ]; then \
+        pip install --no-index --find-links /build/wheels -r /build/requirements/service-onnx.txt; \
+    else \
+        pip install --index-url "$PYPI_INDEX_URL" -r /build/requirements/service-onnx.txt; \
+    fi \
+ && python -c "import importlib.util as u, sys; bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if u.find_spec(m)]; sys.exit('the slim venv has ' + ', '.join(bad) if bad else 0)" \
+ && rm -rf /build /root/.cache
+# Not needed to serve, ~60 MB: pip and setuptools, test suites, numpy's f2py/distutils, ONNX Runtime's offline tools
+# (transformers optimizer, quantization), and every .pyc (the runtime stage byte-compiles what the service imports).
+RUN site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+ && python -m pip uninstall --yes --quiet pip setuptools \
+ && rm -rf "$site/numpy/f2py" "$site/numpy/distutils" "$site/onnxruntime/transformers" \
+           "$site/onnxruntime/quantization" "$site/onnxruntime/tools" /opt/venv/bin/f2py /opt/venv/bin/numpy-config \
+ && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
+
+# ---- deps-export: the torch venv plus the `onnx` package (exporter, graph optimiser, quantizer) --------------
+FROM deps AS deps-export
+ARG PYPI_INDEX_URL=https://pypi.org/simple
+ARG WHEEL_DIR=
+COPY ${WHEEL_DIR:-requirements} /build/wheels/
+RUN if [ -n "$WHEEL_DIR" ]; then \
+        pip install --no-index --find-links /build/wheels -r /build/requirements/onnx-export.txt; \
+    else \
+        pip install --index-url "$PYPI_INDEX_URL" -r /build/requirements/onnx-export.txt; \
+    fi \
+ && rm -rf /build/wheels /root/.cache
+
+# ---- model-onnx: the folder the slim flavour serves, checked against torch (scripts/build_onnx_bundle.py) -----
+# The repository's onnx/model.onnx when it matches (inputs, one logit, pairs of RERANK_MAX_LENGTH tokens, scores
+# within the fidelity gate), else an export with the ALiBi cap; graph fusions and int8 only where the gate passes
+# them; tokenizer.json as transformers configures it, checked id for id; the verdict in fidelity.json.
+FROM deps-export AS model-onnx
+ARG RERANK_MAX_LENGTH=512
+COPY --from=model /opt/reranker /opt/reranker
+COPY service/ /app/service/
+COPY scripts/build_onnx_bundle.py /app/scripts/
+WORKDIR /app
+ENV HF_HOME=/opt/reranker/huggingface \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1
+RUN python scripts/build_onnx_bundle.py --model-dir /opt/reranker/model --out-dir /opt/reranker/onnx-model \
+        --max-length "$RERANK_MAX_LENGTH" \
+ && rm -rf /root/.cache
+
+# ---- runtime-onnx: the torch-free image (ONNX Runtime + tokenizers) -----------------------------------------
+# RERANK_BATCH_TOKENS=2048 (a batch size; hadolint's DL3064 reads TOKENS as a secret): half the torch image's batches, so that one worker's activations stay within a 512 MB
+# plan (ONNX Runtime keeps its arena at the largest batch it has run); same speed on W1-W3 (benchmarks/RESULTS.md).
+FROM python AS runtime-onnx
+ARG RERANK_MODEL=jinaai/jina-reranker-v1-tiny-en
+ARG RERANK_MODEL_REVISION=aca45de6945b5dc6399abcd2a9c55ded5dc9111f
+ARG RERANK_MAX_LENGTH=512
+ARG VERSION=2.0.0
+ARG IMAGE_SOURCE=
+ARG IMAGE_REVISION=
+LABEL org.opencontainers.image.title="reranker" \
+      org.opencontainers.image.description="Cross-encoder reranker API (Cohere/Jina/TEI-compatible), ONNX Runtime, model baked in" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.source="${IMAGE_SOURCE}" \
+      org.opencontainers.image.revision="${IMAGE_REVISION}" \
+      io.reranker.model.id="${RERANK_MODEL}" \
+      io.reranker.model.revision="${RERANK_MODEL_REVISION}" \
+      io.reranker.flavour="onnx"
+
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home --shell /usr/sbin/nologin app
+
+COPY --from=deps-onnx /opt/venv /opt/venv
+COPY --from=model-onnx /opt/reranker/onnx-model /opt/reranker/model
+COPY service/ /app/service/
+WORKDIR /app
+# Serve once at build time, as the image will (proof that the slim flavour loads and scores the baked-in model),
+# which also byte-compiles exactly the modules the service imports; then the service's own code.
+RUN RERANK_MODEL_PATH=/opt/reranker/model RERANK_FLAVOUR=onnx ENVIRONMENT=production /opt/venv/bin/python -c \
+      "import uvicorn; uvicorn.Config('service.main:app').load(); from service.settings import load_settings; from service.engine.factory import build_engine; loaded = build_engine(load_settings()); loaded.engine.stop(); print('slim flavour serves:', loaded.info['backend'], loaded.info['precision'])" \
+ && python3 -m compileall -q /app/service
+
+# hadolint ignore=DL3064
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    ENVIRONMENT=production \
+    HF_HUB_OFFLINE=1 \
+    HF_HUB_DISABLE_TELEMETRY=1 \
+    RERANK_FLAVOUR=onnx \
+    RERANK_BATCH_TOKENS=2048 \
+    RERANK_MODEL=${RERANK_MODEL} \
+    RERANK_MODEL_REVISION=${RERANK_MODEL_REVISION} \
+    RERANK_MODEL_PATH=/opt/reranker/model \
+    RERANK_MAX_LENGTH=${RERANK_MAX_LENGTH} \
+    PORT=8000 \
+    WEB_CONCURRENCY=1
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=5s --timeout=4s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/api/health/' % os.environ.get('PORT', '8000'), timeout=3)"]
+CMD ["python", "-m", "service"]
 
 # ---- runtime ------------------------------------------------------------------------------------------------
 FROM python AS runtime

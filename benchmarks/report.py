@@ -248,6 +248,10 @@ def render(results: dict[str, Any]) -> str:
     add("In-process micro-experiments (attention path, bf16, threads, padding) and the profile of the seed "
         "path are in [`EXPERIMENTS.md`](EXPERIMENTS.md) (`python -m benchmarks.experiments`); score fidelity "
         "of precision/backend options: `python -m benchmarks.fidelity`.\n")
+    from benchmarks.flavours import flavours_section
+
+    if section := flavours_section():
+        add(section)
     add("## Machine and versions\n")
     add(f"- CPU: **{m.get('model')}** ({m.get('vendor')}), {m.get('cores_online')} CPUs "
         f"({m.get('threads_per_core')} thread(s) per core), L2 {m.get('l2')}, L3 {m.get('l3')}, "

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
                                       description="How long a forward pass waits for more requests to join it")
     rerank_precision: Literal["auto", "fp32", "bf16", "int8"] = Field("auto", alias="RERANK_PRECISION")
     rerank_backend: Literal["auto", "torch", "onnx"] = Field("auto", alias="RERANK_BACKEND")
+    rerank_flavour: Literal["auto", "torch", "onnx"] = Field(
+        "auto", alias="RERANK_FLAVOUR",
+        description="torch (CrossEncoder) or onnx (ONNX Runtime + tokenizers, never imports torch); "
+                    "auto: onnx when torch is not installed (the runtime-onnx image)")
     rerank_threads: int | None = Field(None, alias="RERANK_THREADS", ge=1,
                                        description="Intra-op threads per worker; default: cores / workers")
     hf_home: str | None = Field(None, alias="HF_HOME")
@@ -100,6 +104,9 @@ class Settings(BaseSettings):
         if self.rerank_precision == "int8" and (self.rerank_backend == "torch" or self.rerank_device != "cpu"):
             raise ValueError("RERANK_PRECISION=int8 runs onnx/model_quantized.onnx with ONNX Runtime: it needs "
                              "RERANK_BACKEND=onnx (or auto) and RERANK_DEVICE=cpu")
+        if self.rerank_flavour == "onnx" and (self.rerank_backend == "torch" or self.rerank_precision == "bf16"):
+            raise ValueError("RERANK_FLAVOUR=onnx serves ONNX Runtime only (the runtime-onnx image has no torch): "
+                             "use RERANK_BACKEND=onnx or auto and RERANK_PRECISION=fp32, int8 or auto")
         if self.rerank_precision == "bf16" and self.rerank_backend == "onnx":
             raise ValueError("RERANK_PRECISION=bf16 is a torch option: use RERANK_BACKEND=torch, or fp32/int8 "
                              "with RERANK_BACKEND=onnx")

@@ -24,14 +24,21 @@ INT64_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def session_options(threads: int | None = None):
-    """Intra-op threads follow torch's setting (service/engine/factory.configure_threads: cores / workers),
-    one inter-op thread, sequential execution, all graph optimizations."""
+    """Intra-op threads as given (the ONNX flavour passes cores / workers); otherwise torch's setting when
+    torch is loaded (the torch flavour's configure_threads), else the CPUs available. One inter-op thread,
+    sequential execution, all graph optimizations. Never imports torch."""
+    import sys
+
     import onnxruntime as ort
 
     if threads is None:
-        import torch
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            threads = torch.get_num_threads()
+        else:
+            from service.settings import cpu_count_available
 
-        threads = torch.get_num_threads()
+            threads = cpu_count_available()
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1
@@ -68,6 +75,7 @@ class OnnxBackend:
                 "attention_mask and token_type_ids. Re-export it with scripts/export_onnx.py.")
         self.output_name = self.session.get_outputs()[0].name
         metadata = self.session.get_modelmeta().custom_metadata_map or {}
+        self.metadata = dict(metadata)
         self.max_length = int(metadata[MAX_LENGTH_METADATA]) if MAX_LENGTH_METADATA in metadata else None
 
     @classmethod

@@ -20,6 +20,12 @@ How the graph is made:
 * ALiBi models carry their bias as a constant of heads x max_length^2 floats, so the graph accepts at most
   `max_length` tokens per pair; that number is stored in the model's metadata (`max_sequence_length`) and
   `OnnxBackend` refuses a service whose RERANK_MAX_LENGTH is larger.
+* `fused_attention=True` (what the ONNX image's model stage uses): each SDPA call of those layers is exported
+  as ONNX Runtime's `com.microsoft.MultiHeadAttention` with the ALiBi bias + padding mask as its
+  `attention_bias`, instead of the decomposed MatMul/Mul/Add/Softmax/MatMul chain. onnxruntime.transformers
+  cannot fuse that chain (the ALiBi add breaks its attention patterns); the fused op keeps one
+  batch x heads x L^2 buffer instead of several. Measured on the JinaBERT proxy: activation memory of a
+  2,048-token batch 132 -> 99 MB, logits within 2e-5 of the decomposed graph.
 * Inputs: `input_ids`, `attention_mask` and, if the tokenizer produces them, `token_type_ids` (int64,
   axes batch x sequence); output: `logits` (float32, batch x num_labels).
 """
@@ -28,7 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger("service.onnx_export")
@@ -53,14 +61,81 @@ def _require_onnx():
     return onnx
 
 
+def _multi_head_attention_function(num_heads: int):
+    """An autograd Function that runs SDPA in torch and exports as com.microsoft.MultiHeadAttention
+    (query/key/value as batch x sequence x hidden, `attention_bias` = the additive mask, default scale)."""
+    import torch
+    from torch.onnx import symbolic_helper
+
+    class MultiHeadAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, query, key, value, bias):  # noqa: ARG004 - autograd's signature
+            return torch.nn.functional.scaled_dot_product_attention(query, key, value, bias)
+
+        @staticmethod
+        def symbolic(g, query, key, value, bias):
+            def to_batch_sequence_hidden(x):  # B x N x S x H -> B x S x (N*H)
+                x = g.op("Transpose", x, perm_i=[0, 2, 1, 3])
+                return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor([0, 0, -1], dtype=torch.int64)))
+
+            absent = symbolic_helper._optional_input_placeholder_tensor
+            out = g.op("com.microsoft::MultiHeadAttention", to_batch_sequence_hidden(query),
+                       to_batch_sequence_hidden(key), to_batch_sequence_hidden(value), absent(g), absent(g), bias,
+                       num_heads_i=num_heads)
+            out = g.op("Reshape", out, g.op("Constant", value_t=torch.tensor([0, 0, num_heads, -1],
+                                                                            dtype=torch.int64)))
+            return g.op("Transpose", out, perm_i=[0, 2, 1, 3])  # back to SDPA's B x N x S x H
+
+    return MultiHeadAttention
+
+
+def fusable_attention_modules(model) -> list:
+    """The Python modules defining JinaBERT-style attention layers (an `attn_implementation` attribute) that
+    call a module-level `scaled_dot_product_attention`: the calls `fused_attention` can replace."""
+    found = []
+    for module in model.modules():
+        defining = sys.modules.get(type(module).__module__)
+        if ("attn_implementation" in vars(module) and defining is not None
+                and callable(getattr(defining, "scaled_dot_product_attention", None)) and defining not in found):
+            found.append(defining)
+    return found
+
+
+@contextlib.contextmanager
+def fused_attention(model, num_heads: int) -> Iterator[int]:
+    """While exporting, route the attention layers' SDPA calls through MultiHeadAttention; yields how many
+    modeling modules were patched (0: nothing to fuse). Calls with dropout, causal masks, a custom scale or no
+    mask keep plain SDPA."""
+    modules = fusable_attention_modules(model)
+    function = _multi_head_attention_function(num_heads)
+    originals = {module: module.scaled_dot_product_attention for module in modules}
+
+    def patched(original):
+        def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *args, **kwargs):
+            if attn_mask is None or dropout_p or is_causal or args or kwargs or query.dim() != 4:
+                return original(query, key, value, attn_mask, dropout_p, is_causal, *args, **kwargs)
+            return function.apply(query, key, value, attn_mask)
+
+        return sdpa
+
+    try:
+        for module, original in originals.items():
+            module.scaled_dot_product_attention = patched(original)
+        yield len(modules)
+    finally:
+        for module, original in originals.items():
+            module.scaled_dot_product_attention = original
+
+
 def export_onnx(model_dir: Path, out_path: Path, *, opset: int = DEFAULT_OPSET, max_length: int = 512,
-                sdpa: bool = True) -> Path:
+                sdpa: bool = True, fuse_attention: bool = False) -> Path:
     """Export the CrossEncoder model in `model_dir` to `out_path` (fp32). Returns `out_path`.
 
     `max_length` is the longest (query, document) pair in tokens the graph must accept: the ALiBi bias of
     JinaBERT-like models is a constant of that size (export with the service's RERANK_MAX_LENGTH or more).
     `sdpa` switches JinaBERT-style attention to its SDPA path first (as the torch backend does), which
-    exports to a graph ONNX Runtime runs faster than the eager one, with the same scores.
+    exports to a graph ONNX Runtime runs faster than the eager one, with the same scores. `fuse_attention`
+    (needs `sdpa`) exports those SDPA calls as ONNX Runtime's MultiHeadAttention (see the module docstring).
     """
     import torch
 
@@ -95,7 +170,9 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = DEFAULT_OPSET, 
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    with torch.no_grad(), warnings.catch_warnings():
+    fusing = fused_attention(model, int(model.config.num_attention_heads)) if fuse_attention and sdpa_modules \
+        else contextlib.nullcontext(0)
+    with torch.no_grad(), warnings.catch_warnings(), fusing as fused_modules:
         # The tracer warns about every Python-level shape check in the modeling code (ALiBi size, masks):
         # expected, each is recorded once for inputs up to max_length.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -105,7 +182,8 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = DEFAULT_OPSET, 
                           do_constant_folding=True)
     proto = onnx.load(str(tmp))
     _set_metadata(proto, {MAX_LENGTH_METADATA: str(max_length), "source": str(model_dir.name),
-                          "attention": "sdpa" if sdpa_modules else "model default",
+                          "attention": ("com.microsoft.MultiHeadAttention (fused SDPA)" if fused_modules
+                                        else "sdpa" if sdpa_modules else "model default"),
                           "exporter": f"service.backends.onnx_export (torch {torch.__version__})"})
     onnx.save(proto, str(tmp))
     tmp.replace(out_path)

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from service import fidelity_gate
 
 
@@ -24,6 +22,8 @@ class BackendChoice:
 
 def cpu_has_native_bf16() -> bool:
     """AVX-512 BF16 or AMX: bf16 matmuls run natively instead of being emulated (and slower than fp32)."""
+    import torch  # here, not at module level: the ONNX flavour imports this module without torch
+
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(cpu, name, lambda: False)() for name in checks)

@@ -1,28 +1,28 @@
-"""Build a ready engine from settings: load the model, pick backend, precision and threads, warm up."""
+"""Build a ready engine from settings: the flavour's loader loads the model, picks backend, precision and
+threads, and warms up.
+
+One loader per image flavour, imported only when it is used, so that the ONNX flavour never imports torch:
+
+* `service.engine.torch_engine` (flavour `torch`, the `runtime` image): sentence-transformers' CrossEncoder,
+  served by the torch backend (fp32/bf16) or ONNX Runtime on the files next to it.
+* `service.engine.onnx_engine` (flavour `onnx`, the `runtime-onnx` image): ONNX Runtime + `tokenizers` on the
+  model folder's ONNX graph and tokenizer.json; no torch, transformers or sentence-transformers.
+
+This module (and everything it imports at module level) stays torch-free.
+"""
 
 from __future__ import annotations
 
-import logging
-import time
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
-from service.backends.attention import sample_features
-from service.backends.selection import (BackendChoice, choose_backend, load_verdict, model_directory,
-                                        verdict_info)
-from service.backends.torch_backend import TorchBackend
 from service.engine.reranker import RerankEngine
-from service.engine.tokenization import PairEncoder
-from service.memory import configure_allocator
-from service.model_store import ModelNotAvailableError, ModelSource, load_cross_encoder, resolve_device
 from service.settings import Settings, cpu_count_available
-
-logger = logging.getLogger("service.engine")
 
 WARMUP_QUERY = "what is a reranker"
 WARMUP_DOCUMENTS = ["A reranker scores how relevant each document is to a query.", "Paris is in France."]
+FLAVOURS = ("torch", "onnx")
 
 
 @dataclass
@@ -31,82 +31,40 @@ class LoadedEngine:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def configure_threads(settings: Settings) -> int:
+def thread_count(settings: Settings) -> int:
     """Intra-op threads = CPUs available to this container (cgroup quota aware) / workers."""
-    threads = settings.rerank_threads or max(1, cpu_count_available() // settings.web_concurrency)
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set (a second engine in the same process)
-        pass
-    return threads
+    return settings.rerank_threads or max(1, cpu_count_available() // settings.web_concurrency)
+
+
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def resolve_flavour(settings: Settings) -> str:
+    """RERANK_FLAVOUR, or for `auto`: `torch` when torch is installed, else `onnx` (the runtime-onnx image)."""
+    if settings.rerank_flavour != "auto":
+        return settings.rerank_flavour
+    return "torch" if torch_installed() else "onnx"
+
+
+def engine_options(settings: Settings) -> dict[str, Any]:
+    """The scheduling settings every flavour's RerankEngine takes: batching, admission bound, watchdog."""
+    return {"batch_tokens": settings.rerank_batch_tokens, "max_wait_s": settings.rerank_max_wait_ms / 1000,
+            "max_queued_tokens": settings.rerank_max_queued_tokens, "watchdog_s": settings.rerank_watchdog_s}
+
+
+def warm_up_and_start(engine: RerankEngine) -> None:
+    """One inference before health turns green (first-call allocations happen here), then the scheduler."""
+    engine.rerank_now(WARMUP_QUERY, WARMUP_DOCUMENTS)
+    engine.start()
 
 
 def build_engine(settings: Settings) -> LoadedEngine:
-    started = time.perf_counter()
-    allocator = configure_allocator()
-    threads = configure_threads(settings)
-    source = ModelSource.from_settings(settings)
-    device = resolve_device(settings.rerank_device)
-    cross_encoder, max_length = load_cross_encoder(
-        source, device=device, max_length=settings.rerank_max_length,
-        local_files_only=settings.is_production)
-    if cross_encoder.num_labels != 1:
-        raise ModelNotAvailableError(
-            f"{source.display} has {cross_encoder.num_labels} output labels; a reranker needs exactly one "
-            "relevance logit. Point RERANK_MODEL at a cross-encoder reranker.")
-    verdict, verdict_problem = load_verdict(source)
-    choice = choose_backend(backend=settings.rerank_backend, precision=settings.rerank_precision, device=device,
-                            verdict=verdict, verdict_problem=verdict_problem, model_dir=model_directory(source))
-    backend = _make_backend(choice, cross_encoder, device)
-    activation = _activation(cross_encoder.activation_fn)
-    engine = RerankEngine(PairEncoder(cross_encoder.tokenizer, max_length), backend, activation,
-                          batch_tokens=settings.rerank_batch_tokens,
-                          max_wait_s=settings.rerank_max_wait_ms / 1000,
-                          max_queued_tokens=settings.rerank_max_queued_tokens,
-                          watchdog_s=settings.rerank_watchdog_s)
-    engine.rerank_now(WARMUP_QUERY, WARMUP_DOCUMENTS)
-    engine.start()
-    load_seconds = time.perf_counter() - started
-    logger.info("Inference: backend=%s precision=%s threads=%d device=%s (%s); ready in %.2fs",
-                choice.backend, choice.precision, threads, device, choice.reason, load_seconds)
-    info = {
-        "model": source.model_id if source.path is None else source.path.name,
-        "model_id": source.model_id,
-        "model_path": str(source.path) if source.path else None,
-        "revision": source.revision or _commit_hash(cross_encoder),
-        "device": device,
-        "max_length": max_length,
-        "backend": choice.backend,
-        "precision": choice.precision,
-        "backend_reason": choice.reason,
-        "sdpa_attention_modules": getattr(backend, "sdpa_modules", 0),
-        "attention": getattr(backend, "attention", "attention: backend default"),
-        "attention_detail": backend.attention_report.as_info() if hasattr(backend, "attention_report") else None,
-        "precision_verdict": verdict_info(choice, verdict, verdict_problem),
-        "threads": threads,
-        "memory": allocator,
-        "load_seconds": round(load_seconds, 3),
-    }
-    return LoadedEngine(engine, info)
+    flavour = resolve_flavour(settings)
+    if flavour == "onnx":
+        from service.engine.onnx_engine import build_onnx_engine
 
+        return build_onnx_engine(settings)
+    from service.engine.torch_engine import build_torch_engine
 
-def _make_backend(choice: BackendChoice, cross_encoder, device: str):
-    if choice.backend == "onnx":
-        from service.backends.onnx_backend import OnnxBackend
-
-        return OnnxBackend.from_cross_encoder(cross_encoder, quantized=choice.precision == "int8")
-    return TorchBackend(cross_encoder.model, device=device, precision=choice.precision,
-                        sample=sample_features(cross_encoder.tokenizer, int(cross_encoder.max_length or 512)))
-
-
-def _activation(activation_fn):
-    def apply(logits):
-        with torch.inference_mode():
-            return activation_fn(torch.from_numpy(logits)).numpy()
-
-    return apply
-
-
-def _commit_hash(cross_encoder) -> str | None:
-    return getattr(cross_encoder.model.config, "_commit_hash", None)
+    return build_torch_engine(settings)

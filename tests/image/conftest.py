@@ -48,6 +48,9 @@ TEST_MODELS: dict[str, dict] = {
     "alibi": {"kind": "alibi", "kwargs": dict(JINA_TINY_DIMS), "onnx": True},
 }
 ONNX_FILES = ("onnx/model.onnx", "onnx/model_quantized.onnx")
+REQUIREMENT_FILES = ("torch.txt", "service.txt", "service-onnx.txt", "onnx-export.txt")
+# Dockerfile targets of the two flavours, and the tag prefix of each one's test images.
+FLAVOUR_TARGETS = {"torch": "runtime", "onnx": "runtime-onnx"}
 
 RESULTS = pytest.StashKey[dict]()
 
@@ -115,7 +118,7 @@ def wheel_dir() -> Path:
     target = BUILD_ROOT / "wheels"
     requirements = PROJECT_ROOT / "requirements"
     stamp = target / ".requirements-sha256"
-    wanted = inputs_hash(PROJECT_ROOT, [requirements / "torch.txt", requirements / "service.txt"])
+    wanted = inputs_hash(PROJECT_ROOT, [requirements / name for name in REQUIREMENT_FILES])
     if stamp.is_file() and stamp.read_text() == wanted:
         return target
     if target.exists():
@@ -126,6 +129,8 @@ def wheel_dir() -> Path:
     for step in (
         ["--no-deps", "-r", str(requirements / "torch.txt")],
         ["--find-links", str(target), "-r", str(requirements / "service.txt")],
+        # the slim venv's pins are service.txt's; the model-onnx stage adds `onnx`
+        ["--find-links", str(target), "-r", str(requirements / "onnx-export.txt")],
     ):
         result = subprocess.run(pip + step, capture_output=True, text=True, timeout=1200)
         assert result.returncode == 0, (
@@ -179,13 +184,14 @@ def test_model_dirs(model_cache: Path) -> dict[str, Path]:
 def build_test_image(
     base_image: str, wheel_dir: Path, test_model_dirs: dict[str, Path], results: dict
 ) -> Callable[[str], str]:
-    """build_test_image("bert" | "alibi") -> the image tag, built at most once per set of inputs."""
-    built: dict[str, str] = {}
+    """build_test_image("bert" | "alibi", flavour="torch" | "onnx") -> the image tag, built at most once per
+    set of inputs. `onnx` builds the Dockerfile's runtime-onnx target (torch-free)."""
+    built: dict[tuple[str, str], str] = {}
     base_id = docker("image", "inspect", "--format", "{{.Id}}", base_image).stdout.strip()
 
-    def get(name: str) -> str:
-        if name in built:
-            return built[name]
+    def get(name: str, flavour: str = "torch") -> str:
+        if (name, flavour) in built:
+            return built[name, flavour]
         model_dir = test_model_dirs[name]
         build_args = {
             "WHEEL_DIR": wheel_dir.relative_to(PROJECT_ROOT).as_posix(),
@@ -201,22 +207,30 @@ def build_test_image(
                 PROJECT_ROOT / "requirements",
                 PROJECT_ROOT / "service",
                 PROJECT_ROOT / "scripts" / "download_models.py",
+                PROJECT_ROOT / "scripts" / "build_onnx_bundle.py",
                 wheel_dir,
                 model_dir,
             ],
-            extra={**build_args, "base": base_id},
+            extra={**build_args, "base": base_id, "target": FLAVOUR_TARGETS[flavour]},
         )
-        prefix = f"{name}-"
+        label = name if flavour == "torch" else f"onnx-{name}"
+        prefix = f"{label}-"
         tag = f"{IMAGE_REPOSITORY}:{prefix}{digest[:16]}"
-        build = build_image(PROJECT_ROOT, tag, build_args, BUILD_ROOT / "logs" / f"build-{name}.log")
+        build = build_image(
+            PROJECT_ROOT,
+            tag,
+            build_args,
+            BUILD_ROOT / "logs" / f"build-{label}.log",
+            target=FLAVOUR_TARGETS[flavour],
+        )
         remove_stale_tags(IMAGE_REPOSITORY, prefix, keep=tag)
         if build.seconds is not None:
-            results[f"{name}: build seconds (this run, shared deps layers cached after the first)"] = round(
+            results[f"{label}: build seconds (this run, shared deps layers cached after the first)"] = round(
                 build.seconds, 1
             )
-            results[f"{name}: build args"] = " ".join(f"--build-arg {k}={v}" for k, v in build_args.items())
-        results[f"{name}: image size MB"] = round(image_size(tag) / 1e6)
-        built[name] = tag
+            results[f"{label}: build args"] = " ".join(f"--build-arg {k}={v}" for k, v in build_args.items())
+        results[f"{label}: image size MB"] = round(image_size(tag) / 1e6)
+        built[name, flavour] = tag
         return tag
 
     return get

@@ -111,11 +111,12 @@ def test_models_without_the_attribute_are_left_alone(bert_model_dir):
 
 def test_thread_count_divides_cores_between_workers(bert_model_dir, monkeypatch):
     import service.engine.factory as factory
+    from service.engine.torch_engine import configure_threads
 
     monkeypatch.setattr(factory, "cpu_count_available", lambda: 8)
     original = torch.get_num_threads()
-    assert factory.configure_threads(load_settings(WEB_CONCURRENCY="2")) == 4
+    assert configure_threads(load_settings(WEB_CONCURRENCY="2")) == 4
     assert torch.get_num_threads() == 4
-    assert factory.configure_threads(load_settings(WEB_CONCURRENCY="16")) == 1
-    assert factory.configure_threads(load_settings(RERANK_THREADS="3")) == 3
+    assert configure_threads(load_settings(WEB_CONCURRENCY="16")) == 1
+    assert configure_threads(load_settings(RERANK_THREADS="3")) == 3
     torch.set_num_threads(original)

@@ -1,0 +1,74 @@
+"""The activation applied to a reranker's logits, from the model's config.json, in numpy (no torch).
+
+The same rule as sentence-transformers' CrossEncoder (`get_default_activation_fn`): the function the config
+names under `sentence_transformers.activation_fn` (or the pre-4.0 `sbert_ce_default_activation_function`);
+otherwise sigmoid for one label, identity for more. Only the torch activations with a numpy twin here are
+accepted; any other name is a startup error naming it (the torch flavour runs arbitrary ones)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Activation = Callable[[np.ndarray], np.ndarray]
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """float32 in, float32 out, as torch.sigmoid: exp of -|x| only (no overflow), so very negative logits
+    give tiny positive scores rather than 0."""
+    logits = np.asarray(logits, dtype=np.float32)
+    small = np.exp(-np.abs(logits))
+    return np.where(logits >= 0, 1.0 / (1.0 + small), small / (1.0 + small)).astype(np.float32)
+
+
+def identity(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(logits, dtype=np.float32)
+
+
+def tanh(logits: np.ndarray) -> np.ndarray:
+    return np.tanh(np.asarray(logits, dtype=np.float32))
+
+
+NUMPY_ACTIVATIONS: dict[str, Activation] = {
+    "torch.nn.modules.activation.Sigmoid": sigmoid,
+    "torch.nn.Sigmoid": sigmoid,
+    "torch.nn.modules.linear.Identity": identity,
+    "torch.nn.Identity": identity,
+    "torch.nn.modules.activation.Tanh": tanh,
+    "torch.nn.Tanh": tanh,
+}
+
+
+class UnsupportedActivationError(ValueError):
+    pass
+
+
+def num_labels(config: dict[str, Any]) -> int:
+    labels = config.get("id2label")
+    if isinstance(labels, dict) and labels:
+        return len(labels)
+    return int(config.get("num_labels") or 1)
+
+
+def configured_activation_name(config: dict[str, Any]) -> str | None:
+    st = config.get("sentence_transformers")
+    if isinstance(st, dict) and st.get("activation_fn"):
+        return str(st["activation_fn"])
+    legacy = config.get("sbert_ce_default_activation_function")
+    return str(legacy) if legacy else None
+
+
+def activation_from_config(config: dict[str, Any]) -> tuple[Activation, str]:
+    """(the activation, its name for /info)."""
+    name = configured_activation_name(config)
+    if name is None:
+        return (sigmoid, "sigmoid") if num_labels(config) == 1 else (identity, "identity")
+    if name not in NUMPY_ACTIVATIONS:
+        raise UnsupportedActivationError(
+            f"config.json asks for the activation {name!r}, which the ONNX flavour does not implement "
+            f"(it has {sorted({f.__name__ for f in NUMPY_ACTIVATIONS.values()})}). Serve this model with the "
+            "torch flavour (the `runtime` image, RERANK_BACKEND=torch).")
+    function = NUMPY_ACTIVATIONS[name]
+    return function, function.__name__

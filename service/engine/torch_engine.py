@@ -1,0 +1,101 @@
+"""The torch flavour's loader: sentence-transformers' CrossEncoder (remote code, ALiBi cap), then the torch
+backend (fp32/bf16) or ONNX Runtime on the ONNX files next to the model. Imported only by
+`service.engine.factory.build_engine` when the flavour is `torch`."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from service.backends.attention import sample_features
+from service.backends.selection import (BackendChoice, choose_backend, load_verdict, model_directory,
+                                        verdict_info)
+from service.backends.torch_backend import TorchBackend
+from service.engine.factory import LoadedEngine, engine_options, thread_count, warm_up_and_start
+from service.engine.reranker import RerankEngine
+from service.engine.tokenization import PairEncoder
+from service.memory import configure_allocator
+from service.model_store import ModelNotAvailableError, ModelSource, load_cross_encoder, resolve_device
+from service.settings import Settings
+
+logger = logging.getLogger("service.engine")
+
+
+def configure_threads(settings: Settings) -> int:
+    """torch's intra-op threads = cores / workers (service.engine.factory.thread_count); one inter-op thread."""
+    threads = thread_count(settings)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (a second engine in the same process)
+        pass
+    return threads
+
+
+def build_torch_engine(settings: Settings) -> LoadedEngine:
+    started = time.perf_counter()
+    allocator = configure_allocator()
+    threads = configure_threads(settings)
+    source = ModelSource.from_settings(settings)
+    device = resolve_device(settings.rerank_device)
+    cross_encoder, max_length = load_cross_encoder(
+        source, device=device, max_length=settings.rerank_max_length,
+        local_files_only=settings.is_production)
+    if cross_encoder.num_labels != 1:
+        raise ModelNotAvailableError(
+            f"{source.display} has {cross_encoder.num_labels} output labels; a reranker needs exactly one "
+            "relevance logit. Point RERANK_MODEL at a cross-encoder reranker.")
+    verdict, verdict_problem = load_verdict(source)
+    choice = choose_backend(backend=settings.rerank_backend, precision=settings.rerank_precision, device=device,
+                            verdict=verdict, verdict_problem=verdict_problem, model_dir=model_directory(source))
+    backend = _make_backend(choice, cross_encoder, device)
+    activation = _activation(cross_encoder.activation_fn)
+    engine = RerankEngine(PairEncoder(cross_encoder.tokenizer, max_length), backend, activation,
+                          **engine_options(settings))
+    warm_up_and_start(engine)
+    load_seconds = time.perf_counter() - started
+    logger.info("Inference: backend=%s precision=%s threads=%d device=%s (%s); ready in %.2fs",
+                choice.backend, choice.precision, threads, device, choice.reason, load_seconds)
+    info = {
+        "model": source.model_id if source.path is None else source.path.name,
+        "model_id": source.model_id,
+        "model_path": str(source.path) if source.path else None,
+        "revision": source.revision or _commit_hash(cross_encoder),
+        "device": device,
+        "max_length": max_length,
+        "flavour": "torch",
+        "backend": choice.backend,
+        "precision": choice.precision,
+        "backend_reason": choice.reason,
+        "sdpa_attention_modules": getattr(backend, "sdpa_modules", 0),
+        "attention": getattr(backend, "attention", "attention: backend default"),
+        "attention_detail": backend.attention_report.as_info() if hasattr(backend, "attention_report") else None,
+        "precision_verdict": verdict_info(choice, verdict, verdict_problem),
+        "threads": threads,
+        "memory": allocator,
+        "load_seconds": round(load_seconds, 3),
+    }
+    return LoadedEngine(engine, info)
+
+
+def _make_backend(choice: BackendChoice, cross_encoder, device: str):
+    if choice.backend == "onnx":
+        from service.backends.onnx_backend import OnnxBackend
+
+        return OnnxBackend.from_cross_encoder(cross_encoder, quantized=choice.precision == "int8")
+    return TorchBackend(cross_encoder.model, device=device, precision=choice.precision,
+                        sample=sample_features(cross_encoder.tokenizer, int(cross_encoder.max_length or 512)))
+
+
+def _activation(activation_fn):
+    def apply(logits):
+        with torch.inference_mode():
+            return activation_fn(torch.from_numpy(logits)).numpy()
+
+    return apply
+
+
+def _commit_hash(cross_encoder) -> str | None:
+    return getattr(cross_encoder.model.config, "_commit_hash", None)
