@@ -88,12 +88,34 @@ class BuildResult:
     log: Path
 
 
-STAGE_LINE = re.compile(r"^FROM\s+\S+\s+AS\s+([A-Za-z0-9_.-]+)\s*$", re.IGNORECASE | re.MULTILINE)
+STAGE_LINE = re.compile(r"^FROM\s+(\S+)\s+AS\s+([A-Za-z0-9_.-]+)\s*$", re.IGNORECASE | re.MULTILINE)
+COPY_FROM = re.compile(r"^\s*COPY\s+(?:--\S+\s+)*?--from=([A-Za-z0-9_.-]+)", re.IGNORECASE | re.MULTILINE)
 
 
 def dockerfile_stages(dockerfile: Path) -> list[str]:
     """The named stages of a Dockerfile, in order."""
-    return STAGE_LINE.findall(dockerfile.read_text())
+    return [name for _, name in STAGE_LINE.findall(dockerfile.read_text())]
+
+
+def stages_needed(dockerfile: Path, target: str | None = None) -> list[str]:
+    """The stages `target` (default: the last stage) is built from, in Dockerfile order, without itself:
+    its FROM parents and every stage it (or one of those) copies from."""
+    text = dockerfile.read_text()
+    matches = list(STAGE_LINE.finditer(text))
+    names = [m.group(2) for m in matches]
+    parents: dict[str, set[str]] = {}
+    for i, match in enumerate(matches):
+        body = text[match.end(): matches[i + 1].start() if i + 1 < len(matches) else len(text)]
+        parents[match.group(2)] = ({match.group(1)} | set(COPY_FROM.findall(body))) & set(names)
+    wanted = target if target in parents else names[-1]
+    needed: set[str] = set()
+    todo = list(parents[wanted])
+    while todo:
+        stage = todo.pop()
+        if stage not in needed:
+            needed.add(stage)
+            todo.extend(parents[stage])
+    return [name for name in names if name in needed]
 
 
 def stage_tag(tag: str, stage: str) -> str:
@@ -110,8 +132,7 @@ def build_image(
     here: the venv stage, the model stage). Each of those stages is built first with `--target` and tagged
     `<tag>-stage-<name>` (the full build then reuses them from the cache), so nothing the tests build is left
     untagged, and `remove_stale_tags` frees them together with the image."""
-    stages = dockerfile_stages(context / "Dockerfile")
-    before = stages[: stages.index(target)] if target in stages else stages[:-1]
+    before = stages_needed(context / "Dockerfile", target)
     if image_exists(tag) and all(image_exists(stage_tag(tag, stage)) for stage in before):
         return BuildResult(tag, None, log)
     log.parent.mkdir(parents=True, exist_ok=True)
