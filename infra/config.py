@@ -976,13 +976,20 @@ def _check_service_accepts(r: _Reader, extra: Mapping[str, str], typed: Mapping[
             return (init_settings,)
 
     values = {**typed, **{k: v for k, v in extra.items() if _ENV_NAME.match(k)}}
+    # Whether authentication is configured is this program's own rule (checked with the stack keys' names, and
+    # only where secrets can be seen); secret values are never fed here, so the service must not judge it.
+    checked = {**values, "RERANK_ALLOW_ANONYMOUS": "true"}
     try:
-        _FromValuesOnly(**values)
+        _FromValuesOnly(**checked)
     except ValidationError as exc:
         for error in exc.errors():
-            name = str(error["loc"][0]) if error.get("loc") else "?"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if not error.get("loc"):  # a rule across variables: its message names them
+                r.problems.append(f"the service would refuse these settings: {message}")
+                continue
+            name = str(error["loc"][0])
             where = MANAGED_ENV.get(name) or f"env.{name}"
-            r.problem(where, f"={values.get(name)!r} is not accepted by the service ({name}): {error['msg']}")
+            r.problem(where, f"={values.get(name)!r} is not accepted by the service ({name}): {message}")
 
 
 def __getattr__(name: str) -> Any:

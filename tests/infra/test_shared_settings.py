@@ -287,9 +287,10 @@ CASES = {
     ),
     "a flavour the Dockerfile cannot build": (
         "dev",
-        {"set": {"imageFlavour": "onnx"}},
+        {"set": {"imageFlavour": "onnx", "dockerfile": "tests/infra/fixtures/Dockerfile.torch-only"}},
         [
-            "reranker:imageFlavour=onnx builds the Dockerfile stage 'runtime-onnx', which Dockerfile does not define"
+            "reranker:imageFlavour=onnx builds the Dockerfile stage 'runtime-onnx', which Dockerfile.torch-only "
+            "does not define"
         ],
     ),
     "an unknown flavour": (
