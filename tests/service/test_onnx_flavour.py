@@ -77,9 +77,9 @@ import service.__main__
 from service.main import create_app
 from service.settings import load_settings
 
-app = create_app(load_settings(RERANK_MODEL_PATH={model!r}, ENVIRONMENT="production"))
+app = create_app(load_settings(RERANK_MODEL_PATH={model!r}, ENVIRONMENT="production", RERANK_API_KEYS="k"))
 answers = {{}}
-with TestClient(app) as client:
+with TestClient(app, headers={{"Authorization": "Bearer k"}}) as client:
     for _ in range(600):
         health = client.get("/api/health/")
         if health.status_code == 200:
