@@ -86,3 +86,19 @@ def test_readme_configuration_table_lists_every_setting_of_the_service_and_the_d
     assert {"RERANK_LOCAL_DIR", "HF_HUB_ETAG_TIMEOUT", "RERANK_MODEL"} <= aliases
     missing = aliases - readme_configuration_table()
     assert not missing, f"README's configuration table does not list {sorted(missing)}"
+
+
+def test_readme_has_a_section_per_added_platform_with_dated_prices_and_limits():
+    from infra.targets import cloudrun, ecs
+
+    assert "App Runner has taken no new customers since 2026-04-30" in README
+    for section, module in (
+        ("### On Google Cloud Run (`target: cloudrun`)", cloudrun),
+        ("### On AWS: ECS on Fargate (`target: ecs`)", ecs),
+    ):
+        assert section in README
+        body = README.split(section, 1)[1].split("\n### ", 1)[0]
+        assert "published in 2025" in body and "What " in body and "cannot do" in body
+        assert "pulumi up" in body and "Needs " in body
+    assert f"${cloudrun.usd_per_month(1, 2048):.2f} / month" in README
+    assert f"${next(s for s in ecs.SIZES if s.name == '1024/2048').usd_per_month:.2f} / month" in README

@@ -255,6 +255,7 @@ def test_the_autoscaler_owns_the_replica_count():
         assert service["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert service["selector"].items() <= labels.items()
+        assert inputs(run, INGRESS)["metadata"]["annotations"] == {"nginx.ingress.kubernetes.io/proxy-body-size": "3m"}
         ingress = inputs(run, INGRESS)["spec"]
         assert ingress["ingressClassName"] == "nginx"
         assert ingress["tls"] == [{"hosts": ["rerank.example.com"], "secretName": "rerank-example-com-tls"}]
@@ -292,6 +293,7 @@ def test_a_load_balancer_without_ingress_gives_its_address_as_the_url():
             kubeIngressHost=None,
             kubeIngressClass=None,
             kubeIngressTlsSecret=None,
+            kubeIngressAnnotations=None,
         ),
     )
 
@@ -313,6 +315,7 @@ def test_cluster_ip_without_ingress_is_the_in_cluster_address_and_sizes_follow_t
             kubeIngressHost=None,
             kubeIngressClass=None,
             kubeIngressTlsSecret=None,
+            kubeIngressAnnotations=None,
             workers="2",
             cpus="2",
             memoryMb="1536",
