@@ -60,7 +60,7 @@ def test_the_default_download_is_the_real_pinned_release_with_a_pinned_checksum(
     text = SCRIPT.read_text()
     version = re.search(r"^PINNED_VERSION=(\S+)$", text, re.MULTILINE).group(1)
     assert re.fullmatch(r"3\.\d+\.\d+", version)
-    assert re.search(rf"\[{re.escape(version)}-linux-x64\]=[0-9a-f]{{64}}$", text, re.MULTILINE)
+    assert re.search(rf"^\s+{re.escape(version)}-linux-x64\) echo [0-9a-f]{{64}} ;;$", text, re.MULTILINE)
     result = subprocess.run(["bash", str(SCRIPT), "--url"], capture_output=True, text=True, timeout=30,
                             env={k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")})
     if os.uname().machine in ("x86_64", "amd64") and os.uname().sysname == "Linux":
