@@ -7,7 +7,7 @@ hangs forever; and `hf_hub_download` retries a refused connection five times ove
 * `bound_waits(timeouts)`: every request of huggingface_hub (and of transformers, which goes through it)
   gets a timeout: HF_HUB_ETAG_TIMEOUT for metadata and any request that had none, HF_HUB_DOWNLOAD_TIMEOUT
   for file transfers (huggingface_hub's own variables, read once by `service.settings`).
-* `check_reachable(model_id, revision, say=...)`: one request, no retries, announced first ("Asking the
+* `check_reachable(model_id, revision, timeouts)`: one request, no retries, announced first ("Asking the
   Hugging Face Hub at ... (waiting at most N s)"). If the Hub cannot be reached, this process goes offline:
   what is in the Hugging Face cache is used at once, and nothing else waits on the network.
 * `unreachable_message(...)`: the one message for "the Hub could not be reached" (which endpoint, why, and
