@@ -2,8 +2,8 @@
 
 While the service starts (timeouts, 5xx, 503 until the model is warm) it retries until a deadline (300 s).
 Connection refused is different: a platform that is still starting the container may refuse for a moment,
-but a URL where nothing listens at all fails after a short grace period (30 s) with that reason. A wrong answer from a running service fails at once: a health body other than
-exactly {"status": "healthy", "version": "2.0.0"}, or rerank results that are malformed or unsorted.
+but a URL where nothing listens at all fails after a short grace period (30 s) with that reason. A wrong
+answer from a running service fails at once: a health body other than exactly {"status": "healthy", "version": "2.0.0"}, or rerank results that are malformed or unsorted.
 `--expect-ranking` adds a sanity check for the real model: the obviously relevant document wins.
 The API key comes from `--api-key` or RERANK_API_KEY. Stdlib only, so it runs anywhere Python does.
 """
@@ -69,7 +69,8 @@ def _request(method: str, url: str, payload: Any, api_key: str | None, timeout: 
         return Response(exc.code, exc.read())
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise NotReady(f"{method} {url}: {reason}", refused=isinstance(reason, ConnectionRefusedError)) from None
+        refused = isinstance(reason, ConnectionRefusedError)
+        raise NotReady(f"{method} {url}: {reason}", refused=refused) from None
 
 
 def _json(response: Response, what: str) -> Any:

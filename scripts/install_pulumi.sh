@@ -18,9 +18,12 @@ PINNED_VERSION=3.170.0
 # SHA-256 of each pinned release archive, by <version>-<os>-<arch>. Source: nixpkgs
 # pkgs/tools/admin/pulumi-bin/data.nix (generated from the release files), converted from Nix base32 to hex.
 # To pin another version: add its line here from pulumi-<version>-checksums.txt of the GitHub release.
-declare -A CHECKSUMS=(
-    [3.170.0-linux-x64]=c4b24a12106c101a68435728aa40d4a0cbf4fae70f25a5cb9f46cf1f5db3f8e5
-)
+# (A `case`, not an associative array: macOS still ships bash 3.2.)
+pinned_checksum() {
+    case "$1" in
+        3.170.0-linux-x64) echo c4b24a12106c101a68435728aa40d4a0cbf4fae70f25a5cb9f46cf1f5db3f8e5 ;;
+    esac
+}
 
 VERSION="${PULUMI_VERSION:-$PINNED_VERSION}"
 TOOLS_DIR="${TOOLS_DIR:-$ROOT/.tools}"
@@ -63,7 +66,7 @@ if [[ -x "$TARGET/pulumi" ]] && [[ "$("$TARGET/pulumi" version 2>/dev/null || tr
     exit 0 # installed by an earlier run
 fi
 
-EXPECTED="${PULUMI_SHA256:-${CHECKSUMS[$VERSION-$PLATFORM]:-}}"
+EXPECTED="${PULUMI_SHA256:-$(pinned_checksum "$VERSION-$PLATFORM")}"
 if [[ -z "$EXPECTED" ]]; then
     fail "the Pulumi CLI is not installed, and there is no pinned checksum for pulumi v$VERSION ($PLATFORM) to" \
         "install it safely. Install it yourself ($INSTALL_DOCS), or set PULUMI_SHA256 to the archive's SHA-256" \
@@ -101,7 +104,11 @@ PY
     fi
 fi
 
-ACTUAL="$(sha256sum "$ARCHIVE" | cut -d' ' -f1)"
+if command -v sha256sum >/dev/null 2>&1; then
+    ACTUAL="$(sha256sum "$ARCHIVE" | cut -d' ' -f1)"
+else
+    ACTUAL="$(shasum -a 256 "$ARCHIVE" | cut -d' ' -f1)" # macOS
+fi
 if [[ "$ACTUAL" != "$EXPECTED" ]]; then
     fail "checksum mismatch for $URL: expected SHA-256 $EXPECTED, got $ACTUAL. Nothing was installed." \
         "The download is corrupt or not the pinned release; retry, or install the CLI yourself ($INSTALL_DOCS)."

@@ -7,7 +7,7 @@ hangs forever; and `hf_hub_download` retries a refused connection five times ove
 * `bound_waits(timeouts)`: every request of huggingface_hub (and of transformers, which goes through it)
   gets a timeout: HF_HUB_ETAG_TIMEOUT for metadata and any request that had none, HF_HUB_DOWNLOAD_TIMEOUT
   for file transfers (huggingface_hub's own variables, read once by `service.settings`).
-* `check_reachable(model_id, revision, say=...)`: one request, no retries, announced first ("Asking the
+* `check_reachable(model_id, revision, timeouts)`: one request, no retries, announced first ("Asking the
   Hugging Face Hub at ... (waiting at most N s)"). If the Hub cannot be reached, this process goes offline:
   what is in the Hugging Face cache is used at once, and nothing else waits on the network.
 * `unreachable_message(...)`: the one message for "the Hub could not be reached" (which endpoint, why, and
@@ -44,8 +44,10 @@ class Unreachable:
     reason: str
 
 
-# The first failure of this process to reach an endpoint (None: not tried, or it answered).
+# The first failure of this process to reach the Hub (None: not tried, or it answered).
 _unreachable: Unreachable | None = None
+_answered: set[str] = set()  # endpoints that answered: not asked again by this process
+_bounded: HubTimeouts | None = None
 
 
 def endpoint() -> str:
@@ -61,11 +63,14 @@ def unreachable() -> Unreachable | None:
 
 def bound_waits(timeouts: HubTimeouts) -> None:
     """Give every request huggingface_hub makes from now on a timeout."""
+    global _bounded
     from huggingface_hub import configure_http_backend, constants
 
     constants.HF_HUB_ETAG_TIMEOUT = timeouts.metadata
     constants.HF_HUB_DOWNLOAD_TIMEOUT = timeouts.download
-    configure_http_backend(_bounded_session_factory(timeouts.metadata))
+    if _bounded != timeouts:  # (re)configuring drops the sessions' connection pools: only when it changes
+        configure_http_backend(_bounded_session_factory(timeouts.metadata))
+        _bounded = timeouts
 
 
 def _bounded_session_factory(default_timeout: float) -> Callable[[], Any]:
@@ -126,6 +131,8 @@ def check_reachable(model_id: str, revision: str | None, timeouts: HubTimeouts) 
 
     bound_waits(timeouts)
     where = endpoint()
+    if where in _answered:
+        return True
     label = model_id + (f"@{revision}" if revision else "")
     logger.info(
         f"Asking the Hugging Face Hub at {where} for {label} (waiting at most {timeouts.metadata} s for an "
@@ -133,14 +140,18 @@ def check_reachable(model_id: str, revision: str | None, timeouts: HubTimeouts) 
     )
     try:
         HfApi(endpoint=where).model_info(model_id, revision=revision, timeout=timeouts.metadata)
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        _unreachable = Unreachable(where, short_reason(exc, timeouts))
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         if status is not None and status < 500 and status not in (407, 429):
+            _answered.add(where)
             return True
         _unreachable = Unreachable(where, short_reason(exc, timeouts))
+    except requests.RequestException as exc:  # refused, timed out, proxy, TLS, a broken answer
+        _unreachable = Unreachable(where, short_reason(exc, timeouts))
+    except ValueError:  # not a valid repository id: the download that follows says so
+        return True
     else:
+        _answered.add(where)
         return True
     from huggingface_hub import constants
 
@@ -181,11 +192,11 @@ def short_reason(exc: BaseException, timeouts: HubTimeouts | None = None) -> str
 def unreachable_message(what: str, *, model_id: str, where: str, reason: str) -> str:
     """The Hub could not be reached: which endpoint, why, and the ways out."""
     return (
-        f"Could not download {what} from the Hugging Face Hub at {where} ({reason}). Things to try: check the "
-        f"network, or set a proxy (HTTPS_PROXY=http://proxy:port); set HF_TOKEN if the Hub answers 401/403 or "
-        f"rate-limits you; check HF_ENDPOINT if you use a mirror; or, on a machine that can reach the Hub, run "
-        f"`{LOCAL_SAVE_COMMAND.format(model=model_id)}`, copy DIR here and set RERANK_MODEL_PATH=DIR (or set "
-        f"RERANK_MODEL_PATH to a model directory you already have)."
+        f"Could not download {what} from the Hugging Face Hub at {where} ({reason}). Things to try: "
+        f"check the network, or set a proxy (HTTPS_PROXY=http://proxy:port); set HF_TOKEN if the Hub "
+        f"answers 401/403 or rate-limits you; check HF_ENDPOINT if you use a mirror; or, on a machine that "
+        f"can reach the Hub, run `{LOCAL_SAVE_COMMAND.format(model=model_id)}`, copy DIR here and set "
+        f"RERANK_MODEL_PATH=DIR (or set RERANK_MODEL_PATH to a model directory you already have)."
     )
 
 

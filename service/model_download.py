@@ -112,7 +112,9 @@ def resolve_project_path(value: str | os.PathLike[str]) -> Path:
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
 
-def source_from_spec(spec: str, revision: str | None = None, timeouts: HubTimeouts = HubTimeouts()) -> ModelSource:
+def source_from_spec(
+    spec: str, revision: str | None = None, timeouts: HubTimeouts = HubTimeouts()
+) -> ModelSource:
     """`spec` is a Hub model id (`org/name`) or an existing local directory (which wins)."""
     candidate = Path(spec).expanduser()
     if candidate.is_dir():
@@ -246,7 +248,9 @@ def _has_weights(directory: Path) -> bool:
     )
 
 
-def fetch_to_cache(model_id: str, revision: str | None = None, timeouts: HubTimeouts = HubTimeouts()) -> CachedModel:
+def fetch_to_cache(
+    model_id: str, revision: str | None = None, timeouts: HubTimeouts = HubTimeouts()
+) -> CachedModel:
     """Download `model_id` (at `revision`) and the remote-code repositories its auto_map names into the
     Hugging Face cache. Uses what the cache already has when the Hub cannot be reached or HF_HUB_OFFLINE=1.
 
@@ -261,7 +265,8 @@ def fetch_to_cache(model_id: str, revision: str | None = None, timeouts: HubTime
     )
     if not _has_weights(snapshot):  # the repository ships pytorch_model.bin only
         snapshot = _snapshot(
-            model_id, revision, label, model_id=model_id, timeouts=timeouts, ignore_patterns=list(IGNORED_FILES)
+            model_id, revision, label, model_id=model_id, timeouts=timeouts,
+            ignore_patterns=list(IGNORED_FILES),
         )
     if not (snapshot / "config.json").is_file() or not _has_weights(snapshot):
         raise ModelDownloadError(

@@ -9,8 +9,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,8 +89,8 @@ def read_model_config(source: ModelSource, *, local_files_only: bool) -> dict[st
             config_file = Path(hf_hub_download(source.model_id, "config.json", revision=source.revision,
                                                local_files_only=local_files_only or hub.is_offline()))
         except LocalEntryNotFoundError as exc:
-            raise ModelNotAvailableError(not_on_disk_message(source, exc, local_files_only=local_files_only)) \
-                from None
+            message = not_on_disk_message(source, exc, local_files_only=local_files_only)
+            raise ModelNotAvailableError(message) from None
         except (HfHubHTTPError, OSError) as exc:
             raise ModelNotAvailableError(
                 hub.hub_failure_message(source.model_id, exc, model_id=source.model_id)) from None

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     rerank_threads: int | None = Field(None, alias="RERANK_THREADS", ge=1,
                                        description="Intra-op threads per worker; default: cores / workers")
     hf_home: str | None = Field(None, alias="HF_HOME")
-    # huggingface_hub's own variables (it reads them too); here so that every Hub wait is bounded, .env included.
+    # huggingface_hub's own variables (it reads them too); here so every Hub wait is bounded, .env included.
     hf_hub_etag_timeout: int = Field(10, alias="HF_HUB_ETAG_TIMEOUT", ge=1, le=3600,
                                      description="Seconds to wait for the Hub to answer a metadata request")
     hf_hub_download_timeout: int = Field(10, alias="HF_HUB_DOWNLOAD_TIMEOUT", ge=1, le=3600,

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.image
 
 
 def labelled_images(label: str) -> set[str]:
-    return set(docker("image", "ls", "--all", "--quiet", "--no-trunc", "--filter", f"label={label}").stdout.split())
+    listing = docker("image", "ls", "--all", "--quiet", "--no-trunc", "--filter", f"label={label}").stdout
+    return set(listing.split())
 
 
 def test_a_multi_stage_build_leaves_no_untagged_image(base_image, tmp_path):
@@ -40,7 +41,8 @@ def test_a_multi_stage_build_leaves_no_untagged_image(base_image, tmp_path):
         first = build_image(context, tag, {}, tmp_path / "build.log")
         assert first.seconds is not None
         assert dangling_images(label) == set(), "a build stage was left behind untagged"
-        tags = set(docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPOSITORY).stdout.split())
+        listing = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPOSITORY).stdout
+        tags = set(listing.split())
         assert {tag, stage_tag(tag, "first"), stage_tag(tag, "second")} <= tags
         assert build_image(context, tag, {}, tmp_path / "build.log").seconds is None  # reused, nothing built
     finally:

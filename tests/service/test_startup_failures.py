@@ -43,7 +43,9 @@ def test_development_with_an_unreachable_hub_says_so_not_production(tmp_path):
     )
     for advice in ADVICE:
         assert advice in message
-    assert elapsed < 20, f"{elapsed:.0f} s: a refused connection must not be retried for half a minute"
+    # One attempt: not huggingface_hub's five retries over 23 s ("Retrying in 8s [Retry 5/5]").
+    assert "Retrying in" not in stderr
+    assert elapsed < 45, f"{elapsed:.0f} s"
 
 
 def test_development_with_a_black_holed_hub_fails_in_bounded_time(tmp_path):
