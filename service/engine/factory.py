@@ -58,6 +58,7 @@ def build_engine(settings: Settings) -> LoadedEngine:
                           batch_tokens=settings.rerank_batch_tokens,
                           max_wait_s=settings.rerank_max_wait_ms / 1000,
                           max_queued_tokens=settings.rerank_max_queued_tokens,
+                          queue_wait_limit_s=settings.rerank_request_timeout_s / 2,
                           watchdog_s=settings.rerank_watchdog_s)
     engine.rerank_now(WARMUP_QUERY, WARMUP_DOCUMENTS)
     engine.start()
