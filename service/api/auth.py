@@ -7,16 +7,12 @@ body is read (`AuthenticatedRoute`): a caller without a credential learns nothin
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import Depends, Request, Security
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.errors import ApiError
 from service.credentials import Authenticator, Principal
-
-logger = logging.getLogger("service.auth")
 
 UNAUTHORIZED_MESSAGE = "missing or invalid credentials: send Authorization: Bearer <API key or JWT>"
 _PRINCIPAL = "reranker.principal"

@@ -50,7 +50,8 @@ def resolve_flavour(settings: Settings) -> str:
 def engine_options(settings: Settings) -> dict[str, Any]:
     """The scheduling settings every flavour's RerankEngine takes: batching, admission bound, watchdog."""
     return {"batch_tokens": settings.rerank_batch_tokens, "max_wait_s": settings.rerank_max_wait_ms / 1000,
-            "max_queued_tokens": settings.rerank_max_queued_tokens, "watchdog_s": settings.rerank_watchdog_s}
+            "max_queued_tokens": settings.rerank_max_queued_tokens,
+            "queue_wait_limit_s": settings.rerank_request_timeout_s / 2, "watchdog_s": settings.rerank_watchdog_s}
 
 
 def warm_up_and_start(engine: RerankEngine) -> None:

@@ -31,13 +31,14 @@ class Scores:
 class RerankEngine:
     def __init__(self, encoder: PairEncoder, backend: Backend, activation: Activation, *,
                  batch_tokens: int, max_wait_s: float, max_queued_tokens: int | None = None,
-                 watchdog_s: float = 30.0) -> None:
+                 queue_wait_limit_s: float | None = None, watchdog_s: float = 30.0) -> None:
         self.encoder = encoder
         self.backend = backend
         self.activation = activation
         self.batch_tokens = batch_tokens
         self.scheduler = BatchScheduler(self.score_pairs, batch_tokens=batch_tokens, max_wait_s=max_wait_s,
-                                        max_queued_tokens=max_queued_tokens, watchdog_s=watchdog_s,
+                                        max_queued_tokens=max_queued_tokens,
+                                        queue_wait_limit_s=queue_wait_limit_s, watchdog_s=watchdog_s,
                                         on_idle=release_memory)
 
     @property

@@ -4,8 +4,10 @@ their pairs and share forward passes up to a token budget (as text-embeddings-in
 The event loop never runs model code: it enqueues and awaits a future.
 
 Admission and overload (what a client sees):
-- the work admitted (tokens queued plus in flight) is bounded by `max_queued_tokens`: a request that would
-  exceed it is refused at once (`QueueFull`, HTTP 429 with Retry-After). A request larger than the bound is
+- the work admitted (tokens queued plus in flight) is bounded by `max_queued_tokens`, and by time: once the
+  throughput has been measured, by what drains within `queue_wait_limit_s` (half the request timeout), so a
+  slower CPU (a busy host, a smaller plan) sheds sooner instead of letting requests time out. A request past
+  either bound is refused at once (`QueueFull`, HTTP 429 with Retry-After). A request larger than the bound is
   admitted only when nothing else is, so it runs alone instead of never;
 - a request still queued at its deadline is dropped (`QueueTimeout`, HTTP 503 with Retry-After);
 - a request whose client disconnects while queued is dropped, never computed;
@@ -83,13 +85,14 @@ class _Job:
 
 class BatchScheduler:
     def __init__(self, run_pairs: RunPairs, *, batch_tokens: int, max_wait_s: float,
-                 max_queued_tokens: int | None = None, watchdog_s: float = 30.0,
-                 on_idle: Callable[[], object] | None = None) -> None:
+                 max_queued_tokens: int | None = None, queue_wait_limit_s: float | None = None,
+                 watchdog_s: float = 30.0, on_idle: Callable[[], object] | None = None) -> None:
         self._run_pairs = run_pairs
         self._on_idle = on_idle  # called when the queue is empty after a forward (memory release)
         self._batch_tokens = batch_tokens
         self._max_wait_s = max_wait_s
         self.max_queued_tokens = max_queued_tokens
+        self.queue_wait_limit_s = queue_wait_limit_s
         self.watchdog_s = watchdog_s
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="rerank-inference", daemon=True)
@@ -203,6 +206,13 @@ class BatchScheduler:
                     f"overloaded: {self._admitted_tokens} tokens are queued or being scored and this request "
                     f"adds {job.tokens}, over RERANK_MAX_QUEUED_TOKENS={limit}; retry later",
                     self.retry_after())
+            rate, wait_limit = self._tokens_per_s, self.queue_wait_limit_s
+            if rate and wait_limit is not None and self._admitted_tokens \
+                    and (self._admitted_tokens + job.tokens) / rate > wait_limit:
+                raise QueueFull(
+                    f"overloaded: the work queued would take {(self._admitted_tokens + job.tokens) / rate:.0f}s to "
+                    f"drain at the measured {rate:.0f} tokens/s, over the {wait_limit:g}s a request may wait "
+                    "(half of RERANK_REQUEST_TIMEOUT_S); retry later", self.retry_after())
             if not self._admitted_jobs:  # the watchdog's clock starts when work arrives
                 self._last_progress = time.monotonic()
             self._admitted_tokens += job.tokens

@@ -74,14 +74,40 @@ def test_admission_accounting_and_the_bound(model_and_scheduler):
     asyncio.run(scenario())
 
 
+def test_the_measured_throughput_bounds_the_wait_too():
+    model = FakeModel()
+    model.gate.set()
+    scheduler = BatchScheduler(model, batch_tokens=10_000, max_wait_s=0.0, max_queued_tokens=10_000,
+                               queue_wait_limit_s=1.0)
+    scheduler._tokens_per_s = 100.0  # as if measured: 1 s drains 100 tokens
+    model.gate.clear()
+    scheduler.start()
+    try:
+        async def scenario():
+            first = asyncio.ensure_future(scheduler.submit(pairs(5)))  # 50 tokens: 0.5 s
+            await _wait_until(model.entered.is_set)
+            second = asyncio.ensure_future(scheduler.submit(pairs(4)))  # 90 tokens: 0.9 s, admitted
+            await _wait_until(lambda: scheduler.admitted_tokens == 90)
+            with pytest.raises(QueueFull, match="half of RERANK_REQUEST_TIMEOUT_S"):
+                await scheduler.submit(pairs(2))  # 110 tokens would take 1.1 s > 1 s
+            model.gate.set()
+            await first
+            await second
+
+        asyncio.run(scenario())
+    finally:
+        model.gate.set()
+        scheduler.stop()
+
+
 def test_deadlines_and_disconnects_drop_queued_jobs_only(model_and_scheduler):
     model, scheduler = model_and_scheduler
 
     async def scenario():
-        running = asyncio.ensure_future(scheduler.submit(pairs(2), deadline=time.monotonic() + 0.05))
+        running = asyncio.ensure_future(scheduler.submit(pairs(2), deadline=time.monotonic() + 0.5))
         await _wait_until(model.entered.is_set)
         with pytest.raises(QueueTimeout):
-            await scheduler.submit(pairs(3), deadline=time.monotonic() + 0.1)
+            await scheduler.submit(pairs(3), deadline=time.monotonic() + 0.3)
         gone = asyncio.Event()
         waiter = asyncio.ensure_future(scheduler.submit(pairs(4), disconnected=gone.wait))
         await _wait_until(lambda: scheduler.admitted_requests == 2)
@@ -90,7 +116,7 @@ def test_deadlines_and_disconnects_drop_queued_jobs_only(model_and_scheduler):
             await waiter
         with pytest.raises(QueueTimeout):  # already past its deadline: never admitted
             await scheduler.submit(pairs(1), deadline=time.monotonic() - 1)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.6)
         model.gate.set()
         assert len(await running) == 2  # in flight past its deadline: still answered
         assert model.calls == [2]  # the dropped 3 + 4 pairs never reached the model
