@@ -46,7 +46,7 @@ class TorchBackend:
         if precision == "bf16":
             self.mode = bf16_mode
             if bf16_mode == "weights":
-                self.kept_fp32 = convert_to_bf16(model, keep_fp32_buffers=self.attention_report.path == "sdpa")
+                self.kept_fp32 = convert_to_bf16(model)
             else:
                 self._autocast = True
         logger.info("%s", self.attention_report.line)
