@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.workloads import fidelity_pairs
+from service import fidelity_gate as _gate
 
 __all__ = [
     "MAX_ABS_DIFF",
@@ -45,37 +46,14 @@ __all__ = [
     "use_sdpa",
 ]
 
-MIN_SPEARMAN = 0.999
-MAX_ABS_DIFF = 0.01
+MIN_SPEARMAN = _gate.THRESHOLDS["spearman"]
+MAX_ABS_DIFF = _gate.THRESHOLDS["max_abs_diff"]
 
 OPTIONS = ("fp32", "sdpa", "bf16", "bf16-sdpa", "bf16-weights", "bf16-weights-sdpa")
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
-    """Ranks starting at 1, ties get their average rank (as scipy.stats.rankdata)."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation (Pearson on average ranks)."""
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError("need two sequences of the same length >= 2")
-    ra, rb = _ranks(list(a)), _ranks(list(b))
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    va = math.sqrt(sum((x - ma) ** 2 for x in ra))
-    vb = math.sqrt(sum((y - mb) ** 2 for y in rb))
-    return cov / (va * vb) if va and vb else float("nan")
+# One definition of the rank correlation for the benchmark and the precision gate.
+spearman = _gate.spearman
 
 
 @dataclass
@@ -127,16 +105,26 @@ def load_cross_encoder(model_path: Path | str, max_length: int = 512, cap_alibi:
     return model
 
 
+_SWITCHES: dict[int, Any] = {}
+
+
 def use_sdpa(model: Any, implementation: str | None = "torch") -> int:
-    """Switch JinaBERT-style self-attention modules to PyTorch SDPA (`attn_implementation="torch"`);
-    returns how many modules were switched (0 if the model has no such attribute)."""
+    """Switch JinaBERT-style attention (either code form) to PyTorch SDPA, as the service does
+    (service.backends.attention.switch_to_sdpa), or back with `implementation=None`; returns how many
+    modules were switched (0 if the model has no such switch)."""
+    from service.backends.attention import switch_to_sdpa
+
     root = getattr(model, "model", model)
-    switched = 0
-    for module in root.modules():
-        if type(module).__name__.endswith("SelfAttention") and hasattr(module, "attn_implementation"):
-            module.attn_implementation = implementation
-            switched += 1
-    return switched
+    if implementation is None:
+        switch = _SWITCHES.pop(id(root), None)
+        if switch is None:
+            return 0
+        count = switch.modules
+        switch.undo()
+        return count
+    switch = switch_to_sdpa(root)
+    _SWITCHES[id(root)] = switch
+    return switch.modules
 
 
 def snapshot_tensors(module: Any) -> dict[str, Any]:

@@ -33,6 +33,10 @@ def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     from benchmarks.chart import write_chart
 
     results["chart"] = write_chart(results, out_dir) is not None
+    for key in ("soak", "gate"):  # python -m benchmarks.soak / benchmarks.gate_report, run before
+        extra = out_dir / f"{key}.json"
+        if extra.is_file():
+            results[key] = json.loads(extra.read_text())
     md_path.write_text(render(results))
     return json_path, md_path
 
@@ -142,6 +146,33 @@ def render(results: dict[str, Any]) -> str:
     add("### Issue 9 targets (this service, per variant)\n")
     out.extend(_targets(results))
     add("")
+    if results.get("soak"):
+        add("### Memory soak (per-worker figure for infra/sizing.py, per precision)\n")
+        add("`python -m benchmarks.soak`: capacity measured first (W2-shaped requests, 8 clients, 10 s), then "
+            "mixed traffic (1 W1-shaped 100-document request per 4 W2-shaped ones, 8 clients) paced at that "
+            "rate. Peak = VmHWM of the worker (host) or the cgroup's memory.peak (image), load included.\n")
+        add("| precision | where | capacity (W2 req/s) | mixed requests / s | failed | peak RSS per worker | "
+            "RSS at the end | error |")
+        add("|---|---|---|---|---|---|---|---|")
+        for r in results["soak"]:
+            add(f"| {r['precision']} | {r['where']} | {r['capacity_rps']:.2f} | {r['requests']} / {r['seconds']} | "
+                f"{r['failures']} | {r['peak_rss_mib']:,.0f} MiB | {r['end_rss_mib']:,.0f} MiB | {r['error'] or ''} |")
+        add("")
+    if results.get("gate"):
+        add("### Precision gate (`python -m benchmarks.gate_report`)\n")
+        add("The verdict `service/fidelity_gate.py` takes (512 calibration pairs, bf16 with converted weights "
+            "vs fp32): Spearman >= 0.999, mean top-10 overlap >= 0.98, max |score difference| <= 0.01.\n")
+        add("| model | option | Spearman | top-10 overlap | max abs diff | mean abs diff | speed vs fp32 | verdict |")
+        add("|---|---|---|---|---|---|---|---|")
+        for label, verdict in results["gate"].items():
+            for option, e in verdict["options"].items():
+                if option == verdict.get("reference"):
+                    continue
+                add(f"| {label} | {option} | {e.get('spearman', float('nan')):.5f} | "
+                    f"{e.get('top10_overlap', float('nan')):.3f} | {e.get('max_abs_diff', float('nan')):.2e} | "
+                    f"{e.get('mean_abs_diff', float('nan')):.2e} | {e.get('speedup_vs_reference') or 0:.2f}x | "
+                    f"{'pass' if e.get('passed') else 'FAIL'} |")
+        add("")
     failures = {k: e for k, e in results["contenders"].items() if e.get("status") != "ok"}
     inf_install = results.get("infinity_install")
     if failures or (inf_install and not inf_install.get("ok")):

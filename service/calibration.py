@@ -241,7 +241,7 @@ def relevance_examples(n: int, seed: int = 1, max_words: int = 120) -> list[tupl
         topic = rng.choice(topics)
         query, focus = _query(rng, topic)
         words = rng.randint(20, max_words)
-        kind = rng.choice(("relevant", "relevant", "near", "other"))
+        kind = rng.choice(("relevant", "relevant", "near", "other", "other"))
         if kind == "relevant":
             passage = _passage(rng, topic, words, focus=focus)
         elif kind == "near":

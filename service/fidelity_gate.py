@@ -520,7 +520,8 @@ def _backend_facts(backend) -> dict[str, Any]:
 
 
 def gate_in_child(model_dir: Path | str, *, max_length: int = 512, timeout: float = 1800,
-                  log: Callable[[str], None] = print) -> Verdict | None:
+                  log: Callable[[str], None] = logger.info,
+                  warn: Callable[[str], None] = logger.warning) -> Verdict | None:
     """Run the gate in a child process with the Hub offline (as `verify_offline` loads the model), so the
     caller's memory and imports stay as they were. Returns the verdict, or None (with the reason logged) if
     the gate itself could not run: then no fidelity.json is written and `auto` stays on fp32."""
@@ -533,13 +534,13 @@ def gate_in_child(model_dir: Path | str, *, max_length: int = 512, timeout: floa
         result = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
                                 timeout=timeout)
     except subprocess.TimeoutExpired:
-        log(f"fidelity gate: took more than {timeout:.0f} s; no verdict written ({VERDICT_FILE}), auto stays fp32")
+        warn(f"fidelity gate: took more than {timeout:.0f} s; no verdict written ({VERDICT_FILE}), auto stays fp32")
         return None
     for line in result.stdout.splitlines():
         log(line)
     if result.returncode != 0:
         tail = [line for line in result.stderr.strip().splitlines() if line.strip()][-3:]
-        log("fidelity gate failed; no verdict written, auto stays fp32: " + " | ".join(tail))
+        warn("fidelity gate failed; no verdict written, auto stays fp32: " + " | ".join(tail))
         return None
     return read_verdict(model_dir)
 

@@ -50,12 +50,15 @@ def test_cached_model_and_its_code_repository_load_offline(hub_cache):
     # The offline proof loaded the second repository's code, into $HF_HOME/modules (what the image ships).
     modules = hf_home / "modules" / "transformers_modules" / "testorg" / "alibert_hyphen_implementation"
     assert list(modules.glob("*/modeling_alibert.py")), "remote code was not prepared in $HF_HOME/modules"
+    # The precision verdict sits next to the weights, in the snapshot the service loads.
+    snapshot = hf_home / "hub" / ("models--" + REPO_ID.replace("/", "--")) / "snapshots" / commit
+    assert json.loads((snapshot / "fidelity.json").read_text())["options"]["torch-bf16"]["pairs"] >= 512
 
 
 def test_unreachable_hub_falls_back_to_the_cache(hub_cache):
     hf_home, commit = hub_cache
     env = script_env(hf_home, HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
-    result = run_script(SCRIPT, "--model", REPO_ID, env=env)
+    result = run_script(SCRIPT, "--model", REPO_ID, "--no-fidelity-gate", env=env)
     assert result.returncode == 0, result.stderr
     assert f"RERANK_MODEL_REVISION={commit}" in result.stdout
 
@@ -95,12 +98,28 @@ def test_missing_code_repository_is_named(tmp_path, external_model_dir):
 
 
 def test_local_directory_is_verified_in_place(tmp_path, bert_model_dir):
-    result = run_script(SCRIPT, "--model", str(bert_model_dir), env=script_env(tmp_path / "hf-home"))
+    model_dir = tmp_path / "bert"  # a copy: the precision gate writes its verdict next to the weights
+    shutil.copytree(bert_model_dir, model_dir)
+    result = run_script(SCRIPT, "--model", str(model_dir), env=script_env(tmp_path / "hf-home"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(
-        f"{bert_model_dir} loads with the Hub offline (BertForSequenceClassification"
+        f"{model_dir} loads with the Hub offline (BertForSequenceClassification"
     )
-    assert printed_model_path(result.stdout) == bert_model_dir
+    assert printed_model_path(result.stdout) == model_dir
+    verdict = json.loads((model_dir / "fidelity.json").read_text())
+    assert set(verdict["options"]) == {"torch-fp32", "torch-bf16"}
+    assert verdict["calibration"]["pairs"] >= 512
+    assert "Precision gate (" in result.stdout and "torch-bf16: Spearman" in result.stdout
+
+
+def test_the_precision_gate_can_be_skipped(tmp_path, bert_model_dir):
+    model_dir = tmp_path / "bert"
+    shutil.copytree(bert_model_dir, model_dir)
+    result = run_script(SCRIPT, "--model", str(model_dir), "--no-fidelity-gate",
+                        env=script_env(tmp_path / "hf-home"))
+    assert result.returncode == 0, result.stderr
+    assert not (model_dir / "fidelity.json").exists()
+    assert "Precision gate: no verdict (RERANK_PRECISION=auto will run fp32)" in result.stdout
 
 
 def test_rerank_local_dir_saves_a_self_contained_directory(hub_cache, tmp_path):
@@ -115,9 +134,11 @@ def test_rerank_local_dir_saves_a_self_contained_directory(hub_cache, tmp_path):
     assert (
         auto_map["AutoModelForSequenceClassification"] == "modeling_alibert.AliBertForSequenceClassification"
     )
+    assert json.loads((target / "fidelity.json").read_text())["options"]["torch-bf16"]["pairs"] >= 512
     # Self-contained: it loads from a fresh HF_HOME that has no code repository at all.
     shutil.rmtree(hf_home)
-    result = run_script(SCRIPT, "--model", str(target), env=script_env(tmp_path / "fresh-hf-home"))
+    result = run_script(SCRIPT, "--model", str(target), "--no-fidelity-gate",
+                        env=script_env(tmp_path / "fresh-hf-home"))
     assert result.returncode == 0, result.stderr
 
 

@@ -46,12 +46,13 @@ def test_hub_model_becomes_a_self_contained_directory(tmp_path, external_model_d
     assert "Put this line in .env:\nRERANK_MODEL_PATH=" in result.stdout
     assert printed_model_path(result.stdout) == output
     assert json.loads((output / "config.json").read_text())["auto_map"] == LOCAL_AUTO_MAP
-    assert {"configuration_alibert.py", "modeling_alibert.py", "model.safetensors", "tokenizer.json"} <= {
-        p.name for p in output.iterdir()
-    }
+    assert {"configuration_alibert.py", "modeling_alibert.py", "model.safetensors", "tokenizer.json",
+            "fidelity.json"} <= {p.name for p in output.iterdir()}
+    assert "Precision gate (" in result.stdout
     # No Hugging Face cache needed any more: the service's settings load it from a fresh HF_HOME, offline.
     shutil.rmtree(hf_home)
-    check = run_script("download_models.py", "--model", str(output), env=script_env(tmp_path / "fresh"))
+    check = run_script("download_models.py", "--model", str(output), "--no-fidelity-gate",
+                       env=script_env(tmp_path / "fresh"))
     assert check.returncode == 0, check.stderr
 
 
@@ -65,6 +66,7 @@ def test_local_directory_with_external_code_is_localized(tmp_path, external_mode
         str(external_model_dir),
         "--output-dir",
         str(output),
+        "--no-fidelity-gate",
         env=script_env(hf_home, HF_HUB_OFFLINE="1"),
     )
     assert result.returncode == 0, result.stderr
@@ -81,6 +83,7 @@ def test_relative_output_dir_is_under_the_project_root_and_printed_relative(tmp_
             str(bert_model_dir),
             "--output-dir",
             relative,
+            "--no-fidelity-gate",
             env=script_env(tmp_path / "hf-home"),
             cwd=tmp_path,
         )
@@ -95,14 +98,16 @@ def test_rerun_replaces_the_model_but_never_another_directory(tmp_path, bert_mod
     output = tmp_path / "out"
     env = script_env(tmp_path / "hf-home")
     for _ in range(2):
-        result = run_script(SCRIPT, "--model", str(bert_model_dir), "--output-dir", str(output), env=env)
+        result = run_script(SCRIPT, "--model", str(bert_model_dir), "--output-dir", str(output),
+                            "--no-fidelity-gate", env=env)
         assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no leftovers next to it
 
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "todo.txt").write_text("keep me")
-    result = run_script(SCRIPT, "--model", str(bert_model_dir), "--output-dir", str(precious), env=env)
+    result = run_script(SCRIPT, "--model", str(bert_model_dir), "--output-dir", str(precious),
+                        "--no-fidelity-gate", env=env)
     assert result.returncode == 1
     assert result.stderr == (
         f"error: {precious} exists and is not a model directory (no config.json): refusing "
