@@ -80,7 +80,7 @@ RUN if [ -n "$MODEL_DIR" ]; then model=/build/model-src; else model="$RERANK_MOD
 # The precision gate on the baked-in weights (its own layer, after the download: code changes re-run only this):
 # scores a fixed calibration set in fp32 and each reduced option and writes /opt/reranker/model/fidelity.json,
 # which RERANK_PRECISION=auto follows at start-up (service/fidelity_gate.py).
-COPY service/calibration.py service/fidelity_gate.py /app/service/
+COPY service/calibration.py service/fidelity_gate.py service/memory.py /app/service/
 COPY service/backends/ /app/service/backends/
 COPY service/engine/ /app/service/engine/
 RUN HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m service.fidelity_gate /opt/reranker/model \
