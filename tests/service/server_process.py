@@ -4,6 +4,7 @@ need a process of its own (signals, exit codes, its own RSS)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,7 +36,8 @@ class Server:
                  "RERANK_TEST_FAULT_FILE": str(fault_file), "RERANK_MODEL_PATH": str(model_dir),
                  "RERANK_API_KEYS": KEY, "HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "info",
                  "RERANK_MAX_WAIT_MS": "0", **env},
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, text=True)
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)  # its own process group: stop() ends the workers too
 
     def fault(self, mode: str) -> None:
         self.fault_file.write_text(mode)
@@ -64,6 +66,10 @@ class Server:
         return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        """Kill the server and every worker it started (killing the supervisor alone orphans its workers,
+        each holding a model)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.process.wait(30)
