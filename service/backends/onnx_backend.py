@@ -26,7 +26,7 @@ INT64_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 def session_options(threads: int | None = None):
     """Intra-op threads as given (the ONNX flavour passes cores / workers); otherwise torch's setting when
     torch is loaded (the torch flavour's configure_threads), else the CPUs available. One inter-op thread,
-    sequential execution, all graph optimizations. Never imports torch."""
+    sequential execution, all graph optimizations, no memory patterns. Never imports torch."""
     import sys
 
     import onnxruntime as ort
@@ -44,6 +44,10 @@ def session_options(threads: int | None = None):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No per-shape memory patterns: every distinct batch shape would pre-plan (and the arena keep) its own
+    # block; with the arena alone, buffers are reused across shapes. Measured on the JinaBERT proxy, slim
+    # service serving W1 with 2,048-token batches: peak RSS 393 -> 279 MB.
+    options.enable_mem_pattern = False
     options.log_severity_level = 3  # errors only: no per-node placement chatter
     return options
 

@@ -4,7 +4,7 @@
 Two encoders with one interface: `PairEncoder` wraps the transformers tokenizer that the CrossEncoder loaded
 (torch flavour); `TokenizersPairEncoder` drives the `tokenizers` library directly from the model's
 tokenizer.json (ONNX flavour: no transformers). Both produce the same ids, token type ids and truncation
-(tests/service/test_tokenizers_encoder.py; the ONNX image's build checks it on the model it bakes in)."""
+(tests/service/test_onnx_flavour.py; the ONNX image's build checks it on the model it bakes in)."""
 
 from __future__ import annotations
 
