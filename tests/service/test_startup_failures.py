@@ -29,20 +29,25 @@ def reranker_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("reranker: ")]
 
 
+def assert_one_unreachable_message(stderr: str, where: str, reason: str) -> None:
+    """Exactly one `reranker:` line: the Hub could not be reached (where, why) and the ways out."""
+    assert "ENVIRONMENT=production" not in stderr
+    assert "Uvicorn running" not in stderr and "Traceback" not in stderr
+    (message,) = reranker_lines(stderr)
+    assert message.startswith(
+        f"reranker: Could not download {REAL_ID} from the Hugging Face Hub at {where} ({reason})."
+    )
+    for advice in ADVICE:
+        assert advice in message
+
+
 def test_development_with_an_unreachable_hub_says_so_not_production(tmp_path):
     port = closed_port()
     env = clean_env(HF_HOME=str(tmp_path / "empty"), HF_ENDPOINT=f"http://127.0.0.1:{port}")
     code, stderr, elapsed = timed_run(env)
     assert code == 1, stderr
-    assert "ENVIRONMENT=production" not in stderr
-    assert "Uvicorn running" not in stderr and "Traceback" not in stderr
-    (message,) = reranker_lines(stderr)
-    assert message.startswith(
-        f"reranker: Could not download {REAL_ID} from the Hugging Face Hub at http://127.0.0.1:{port} "
-        f"(ConnectionError: [Errno 111] Connection refused)."
-    )
-    for advice in ADVICE:
-        assert advice in message
+    refused = "ConnectionError: [Errno 111] Connection refused"
+    assert_one_unreachable_message(stderr, f"http://127.0.0.1:{port}", refused)
     # One attempt: not huggingface_hub's five retries over 23 s ("Retrying in 8s [Retry 5/5]").
     assert "Retrying in" not in stderr
     assert elapsed < 45, f"{elapsed:.0f} s"
@@ -55,13 +60,7 @@ def test_development_with_a_black_holed_hub_fails_in_bounded_time(tmp_path):
     assert code == 1, stderr
     assert elapsed < 40, f"took {elapsed:.0f} s with HF_HUB_ETAG_TIMEOUT=2"
     assert f"Asking the Hugging Face Hub at {url} for {REAL_ID} (waiting at most 2 s for an answer" in stderr
-    (message,) = reranker_lines(stderr)
-    assert message.startswith(
-        f"reranker: Could not download {REAL_ID} from the Hugging Face Hub at {url} "
-        f"(ReadTimeout: no answer within 2 s)."
-    )
-    for advice in ADVICE:
-        assert advice in message
+    assert_one_unreachable_message(stderr, url, "ReadTimeout: no answer within 2 s")
 
 
 def test_development_with_a_black_holed_hub_serves_the_cached_model(tmp_path, bert_model_dir):
