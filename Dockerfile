@@ -65,7 +65,7 @@ ARG RERANK_MODEL_REVISION=aca45de6945b5dc6399abcd2a9c55ded5dc9111f
 # scripts/download_reranker_local.py); it wins over RERANK_MODEL. Without it, requirements/ stands in for COPY.
 ARG MODEL_DIR=
 # Only what the download needs, so that service changes do not invalidate the (slow) download layer.
-COPY service/__init__.py service/settings.py service/model_store.py service/model_download.py /app/service/
+COPY service/__init__.py service/settings.py service/hub.py service/model_store.py service/model_download.py /app/service/
 COPY scripts/download_models.py /app/scripts/
 COPY ${MODEL_DIR:-requirements} /build/model-src/
 WORKDIR /app
