@@ -171,8 +171,10 @@ COPY --from=model-onnx /opt/reranker/onnx-model /opt/reranker/model
 COPY service/ /app/service/
 WORKDIR /app
 # Serve once at build time, as the image will (proof that the slim flavour loads and scores the baked-in model),
-# which also byte-compiles exactly the modules the service imports; then the service's own code.
-RUN RERANK_MODEL_PATH=/opt/reranker/model RERANK_FLAVOUR=onnx ENVIRONMENT=production /opt/venv/bin/python -c \
+# which also byte-compiles exactly the modules the service imports; then the service's own code. Nothing listens
+# here, so no credential is needed (RERANK_ALLOW_ANONYMOUS only for this command; the image keeps requiring one).
+RUN RERANK_MODEL_PATH=/opt/reranker/model RERANK_FLAVOUR=onnx ENVIRONMENT=production RERANK_ALLOW_ANONYMOUS=true \
+    /opt/venv/bin/python -c \
       "import uvicorn; uvicorn.Config('service.main:app').load(); from service.settings import load_settings; from service.engine.factory import build_engine; loaded = build_engine(load_settings()); loaded.engine.stop(); print('slim flavour serves:', loaded.info['backend'], loaded.info['precision'])" \
  && python3 -m compileall -q /app/service
 
