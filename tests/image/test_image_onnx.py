@@ -107,11 +107,12 @@ def _scores_by_index(body: dict) -> np.ndarray:
 # ---- what is (not) inside ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 is open: the slim alibi image measured 473 MB, over its 450 MB "
-                                       "target; strict, so this fails once the image fits and the mark must go")
 def test_image_is_at_most_450_mb(slim_image, results):
     size = image_size(slim_image)
     results[f"onnx-{_model(slim_image)}: image size MB (target <= 450)"] = round(size / 1e6)
+    if size > MAX_IMAGE_BYTES and _model(slim_image) == "alibi":
+        # Known and open (issue 12): the JinaBERT-shaped image measured 473 MB. Reported, not hidden.
+        pytest.xfail(f"issue 12 open: {slim_image} is {size / 1e6:.0f} MB, over the 450 MB target")
     assert size <= MAX_IMAGE_BYTES, f"{slim_image} is {size / 1e6:.0f} MB"
 
 
@@ -213,7 +214,9 @@ def test_100_documents_under_512m_after_a_soak(slim_image, run_container, result
         "--read-only",
         "--cap-drop",
         "ALL",
-        env={"WEB_CONCURRENCY": "1"},
+        # Two clients keep the worker at capacity: room for both 100-document requests in the admission bound
+        # (its default sheds the second one with 429, which is the overload tests' business, not this soak's).
+        env={"WEB_CONCURRENCY": "1", "RERANK_MAX_QUEUED_TOKENS": "204800"},
     )
     port = None
     deadline = time.monotonic() + HEALTHY_WITHIN_S
