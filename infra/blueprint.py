@@ -24,6 +24,7 @@ from infra.config import (
     StackConfig,
     load_stack_file,
 )
+from infra.config_as_code import write_or_check
 from infra.spec import build_spec
 from infra.targets import render
 
@@ -99,13 +100,4 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    current = args.output.read_text() if args.output.exists() else None
-    if args.check:
-        if current != text:
-            print(f"{args.output} is out of date: run python scripts/render_blueprint.py", file=sys.stderr)
-            return 1
-        print(f"{args.output} is up to date")
-        return 0
-    args.output.write_text(text)
-    print(f"wrote {args.output}")
-    return 0
+    return write_or_check(args.output, text, check=args.check, regenerate="python scripts/render_blueprint.py")

@@ -72,16 +72,22 @@ def main(
     if args.variables:
         print(variables(cfg), end="")
         return 0
-    current = args.output.read_text() if args.output.exists() else None
-    script = f"python scripts/{target}_config.py"
-    if args.check:
+    return write_or_check(args.output, text, check=args.check, regenerate=f"python scripts/{target}_config.py")
+
+
+def write_or_check(output: Path, text: str, *, check: bool, regenerate: str) -> int:
+    """Write a generated config file, or with `check` exit 1 when the file on disk differs (naming the
+    command that regenerates it). Shared by every config-as-code generator (render.yaml, railway.json,
+    fly.toml)."""
+    current = output.read_text() if output.exists() else None
+    if check:
         if current != text:
-            print(f"{args.output} is out of date: run {script}", file=sys.stderr)
+            print(f"{output} is out of date: run {regenerate}", file=sys.stderr)
             return 1
-        print(f"{args.output} is up to date")
+        print(f"{output} is up to date")
         return 0
-    args.output.write_text(text)
-    print(f"wrote {args.output}")
+    output.write_text(text)
+    print(f"wrote {output}")
     return 0
 
 
