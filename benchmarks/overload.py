@@ -1,6 +1,10 @@
 """Overload test: an open-loop load (requests sent on a fixed schedule, whatever the answers) at a multiple of
-the throughput `make bench` measured, against one running server on 127.0.0.1, bounded in requests and
-seconds. What it checks, as a client sees it:
+the server's W3 throughput, against one running server on 127.0.0.1, bounded in requests and seconds.
+
+The throughput is measured first, against the same server, the way `make bench` measures W3 (8 concurrent
+clients, W2-shaped requests, closed loop): a figure from benchmarks/results.json was taken on another
+machine, or under another load, and twice *that* can be well under what this server drains here
+(`--bench-file` still offers a multiple of the recorded figure). What it checks, as a client sees it:
 
 - no 5xx other than the deliberate 503 of a request still queued after RERANK_REQUEST_TIMEOUT_S;
 - the rest is 200 (accepted) or 429 with Retry-After (shed at once);
@@ -35,6 +39,51 @@ def bench_throughput_rps(results_file: Path = RESULTS_FILE) -> float:
     """W3 throughput of this service as `make bench` last measured it (benchmarks/results.json)."""
     data = json.loads(results_file.read_text())
     return float(data["contenders"]["service"]["workloads"]["W3"]["throughput_rps"])
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """W3 throughput measured against the server under test: `requests` answered in `seconds` of wall time."""
+
+    requests: int
+    seconds: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def _w3_pool(seed: int):
+    return build_workloads(WorkloadSizes(), seed=seed)[2]
+
+
+async def measure_capacity(url: str, *, api_key: str | None = None, requests: int = 32, warmup: int = 8,
+                           request_timeout_s: float = 120.0, seed: int = 20240601) -> Capacity:
+    """W3 as `make bench` runs it (its 8 clients in a closed loop over its W2-shaped requests), after
+    `warmup` requests that are not timed. Every answer must be a 200: a 429 here means the server sheds
+    below its own capacity, and the load that follows would not measure what it claims."""
+    workload = _w3_pool(seed)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(headers=headers, timeout=request_timeout_s) as client:
+
+        async def clients(count: int) -> None:
+            remaining = iter(range(count))
+
+            async def loop() -> None:
+                for i in remaining:
+                    request = workload.request(i)
+                    response = await client.post(f"{url}/v1/rerank", json={"query": request.query,
+                                                                           "documents": list(request.documents)})
+                    if response.status_code != 200:
+                        raise RuntimeError(f"measuring capacity: HTTP {response.status_code} from {url}: "
+                                           f"{response.text[:300]}")
+
+            await asyncio.gather(*(loop() for _ in range(workload.concurrency)))
+
+        await clients(warmup)
+        started = time.monotonic()
+        await clients(requests)
+        return Capacity(requests, time.monotonic() - started)
 
 
 @dataclass
@@ -120,7 +169,7 @@ async def _reference(client: httpx.AsyncClient, url: str, requests) -> list[list
 
 async def run_load(url: str, *, rate_rps: float, seconds: float, api_key: str | None = None,
                    request_timeout_s: float = 30.0, seed: int = 20240601) -> Report:
-    pool = build_workloads(WorkloadSizes(), seed=seed)[2].requests  # W3's requests: the ones bench timed
+    pool = _w3_pool(seed).requests  # W3's requests: the ones bench timed
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     total = max(1, round(rate_rps * seconds))
     report = Report(offered_rps=rate_rps, seconds=seconds)
@@ -167,13 +216,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--api-key")
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--multiple", type=float, default=2.0, help="offered load / bench throughput")
+    parser.add_argument("--multiple", type=float, default=2.0, help="offered load / measured W3 throughput")
     parser.add_argument("--rate", type=float, help="requests per second (overrides --multiple)")
+    parser.add_argument("--bench-file", type=Path, help="take the throughput from this `make bench` results "
+                                                         "file instead of measuring it (e.g. benchmarks/results.json)")
     parser.add_argument("--request-timeout", type=float, default=30.0, help="the server's RERANK_REQUEST_TIMEOUT_S")
     args = parser.parse_args(argv)
     if not args.url.startswith(("http://127.0.0.1", "http://localhost")):
         parser.error("loopback only: --url must be http://127.0.0.1:<port> or http://localhost:<port>")
-    rate = args.rate or args.multiple * bench_throughput_rps()
+    if args.rate:
+        rate = args.rate
+    elif args.bench_file:
+        rate = args.multiple * bench_throughput_rps(args.bench_file)
+    else:
+        capacity = asyncio.run(measure_capacity(args.url, api_key=args.api_key))
+        print(f"measured W3 throughput: {capacity.rps:.3f} req/s ({capacity.requests} requests in "
+              f"{capacity.seconds:.1f} s)")
+        rate = args.multiple * capacity.rps
     report = asyncio.run(run_load(args.url, rate_rps=rate, seconds=args.seconds, api_key=args.api_key,
                                   request_timeout_s=args.request_timeout))
     print(format_report(report.summary()))

@@ -1,6 +1,8 @@
 """The load test: the built image (JinaBERT-shaped test model, the shape `make bench` timed) under the dev
-stack's limits (1 GB, no swap, one worker), offered twice the throughput `make bench` measured
-(benchmarks/results.json, W3) on a fixed schedule, from 127.0.0.1 (benchmarks/overload.py).
+stack's limits (1 GB, no swap, one worker), offered twice its W3 throughput on a fixed schedule, from
+127.0.0.1 (benchmarks/overload.py). The throughput is measured first, on this container and this machine, the
+way `make bench` measures W3: the figure in benchmarks/results.json comes from another machine (CI's ran
+twice as fast as the one recorded, so "twice" that shed nothing).
 
 Pass: no 5xx but the deliberate queue-timeout 503s, no crash, no OOM kill, every accepted request answered
 with the scores it gets alone, p99 of accepted under RERANK_REQUEST_TIMEOUT_S, RSS flat (the last third of the
@@ -17,7 +19,7 @@ import time
 import psutil
 import pytest
 
-from benchmarks.overload import bench_throughput_rps, format_report, run_load
+from benchmarks.overload import format_report, measure_capacity, run_load
 from tests.image.engine import TEST_API_KEY, wait_http_ok
 
 pytestmark = pytest.mark.image
@@ -66,8 +68,8 @@ def test_twice_the_measured_throughput_under_1_gb(build_test_image, run_containe
     container.wait_healthy(timeout=60)
     url = f"http://127.0.0.1:{container.host_port()}"
     wait_http_ok(f"{url}/api/health/")
-    bench_rps = bench_throughput_rps()
-    rate = MULTIPLE * bench_rps
+    capacity = asyncio.run(measure_capacity(url, api_key=TEST_API_KEY))
+    rate = MULTIPLE * capacity.rps
     pid = container.inspect()["State"]["Pid"]
     with RssSampler(pid) as rss:
         started = time.monotonic()
@@ -81,15 +83,16 @@ def test_twice_the_measured_throughput_under_1_gb(build_test_image, run_containe
     first_peak = max(v for _, v in run[:third])
     last_peak = max(v for _, v in run[-third:])
     summary = report.summary()
-    extra = {"bench_rps": round(bench_rps, 3), "peak_rss_mib": round(max(v for _, v in run) / 2**20),
+    extra = {"measured_w3_rps": round(capacity.rps, 3), "peak_rss_mib": round(max(v for _, v in run) / 2**20),
              "rss_first_third_mib": round(first_peak / 2**20), "rss_last_third_mib": round(last_peak / 2**20),
              "cgroup_peak_mib": round(peak_cgroup / 2**20), "oom_killed": state["OOMKilled"]}
     line = format_report(summary, extra)
     print("\n" + line)
-    results[f"load test ({SECONDS:g} s at {MULTIPLE:g}x bench, 1 GB, 1 worker)"] = {**summary, **extra}
+    key = f"load test ({SECONDS:g} s at {MULTIPLE:g}x the measured W3 throughput, 1 GB, 1 worker)"
+    results[key] = {**summary, **extra}
 
     assert state["Running"] and not state["OOMKilled"], f"{state}\n{container.logs()[-3000:]}"
     assert report.problems(REQUEST_TIMEOUT_S) == [], line
-    assert summary["shed_429"] > 0, f"twice the capacity was offered, yet nothing was shed: {line}"
+    assert summary["shed_429"] > 0, f"twice the measured capacity was offered, yet nothing was shed: {line}"
     assert last_peak - first_peak < RSS_DRIFT_LIMIT, f"RSS grew: {line}"
     assert peak_cgroup < 2**30
