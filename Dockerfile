@@ -18,12 +18,15 @@
 ARG BASE_IMAGE=debian:bookworm-slim
 
 # ---- python: the base image plus Debian's python3 (3.11 on bookworm; the torch wheel is cp311) --------------
+# Without the standard library's byte code (12 MB, Debian compiles all of it at install): each runtime stage
+# compiles what it needs (the torch image all of it, the slim image what its build-time serve check imports).
 FROM ${BASE_IMAGE} AS python
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
  && apt-get clean \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \
+ && find /usr/lib/python3* -depth -type d -name __pycache__ -exec rm -rf {} +
 
 # ---- deps: a virtualenv with CPU-only torch and the pinned requirements -------------------------------------
 FROM python AS deps
@@ -107,13 +110,16 @@ RUN if [ -n "$WHEEL_DIR" ]; then \
     fi \
  && python -c "import importlib.util as u, sys; bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if u.find_spec(m)]; sys.exit('the slim venv has ' + ', '.join(bad) if bad else 0)" \
  && rm -rf /build /root/.cache
-# Not needed to serve, ~60 MB: pip and setuptools, test suites, numpy's f2py/distutils, ONNX Runtime's offline tools
-# (transformers optimizer, quantization), and every .pyc (the runtime stage byte-compiles what the service imports).
+# Not needed to serve, ~75 MB: pip and setuptools, hf-xet (huggingface_hub's Xet transfer agent: this image never
+# downloads, and huggingface_hub falls back to HTTP without it), test suites, type stubs and C headers, numpy's
+# f2py/distutils, ONNX Runtime's offline tools (transformers optimizer, quantization), and every .pyc (the runtime
+# stage byte-compiles what the service imports).
 RUN site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
- && python -m pip uninstall --yes --quiet pip setuptools \
- && rm -rf "$site/numpy/f2py" "$site/numpy/distutils" "$site/onnxruntime/transformers" \
+ && python -m pip uninstall --yes --quiet hf-xet pip setuptools \
+ && rm -rf "$site/numpy/f2py" "$site/numpy/distutils" "$site/numpy/_core/include" "$site/onnxruntime/transformers" \
            "$site/onnxruntime/quantization" "$site/onnxruntime/tools" /opt/venv/bin/f2py /opt/venv/bin/numpy-config \
- && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} +
+ && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} + \
+ && find /opt/venv -type f -name '*.pyi' -delete
 
 # ---- deps-export: the torch venv plus the `onnx` package (exporter, graph optimiser, quantizer) --------------
 FROM deps AS deps-export
@@ -223,7 +229,7 @@ COPY --from=model /opt/reranker/model /opt/reranker/model
 # Owned by the service user: a model mounted over RERANK_MODEL_PATH with other remote code can still be loaded.
 COPY --from=model --chown=app:app /opt/reranker/huggingface /opt/reranker/huggingface
 COPY service/ /app/service/
-RUN python3 -m compileall -q /app/service
+RUN python3 -m compileall -q /app/service "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')"
 
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH \

@@ -253,17 +253,19 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512, calib
         # from an unfused graph: the quantizer does not know the fused contrib ops
         if not plain.is_file():
             export_onnx(model_dir, plain, max_length=max_length)
+        int8_file = out_dir / ONNX_DIR / FILES["int8"]
         try:
-            int8_work = quantize_int8(plain, work / "int8.onnx")
+            save_with_aligned_external_data(quantize_int8(plain, work / "int8.onnx"), int8_file)
         except Exception as exc:  # noqa: BLE001 - int8 is optional: record why it is not offered
             int8 = Scored("onnx-int8", {"passed": False, "error": f"quantization failed: {type(exc).__name__}: "
                                                                    f"{str(exc)[:300]}"})
         else:
-            int8 = gate.judge("onnx-int8", out_dir, int8_work, precision="int8",
+            int8 = gate.judge("onnx-int8", out_dir, int8_file, precision="int8",
                               quantization="dynamic int8 (QInt8 weights), pairs run one by one")
         options["onnx-int8"] = int8
-        if int8.passed:
-            shutil.move(str(int8_work), out_dir / ONNX_DIR / FILES["int8"])
+        if not int8.passed:
+            for leftover in (int8_file, int8_file.with_name(int8_file.name + ".data")):
+                leftover.unlink(missing_ok=True)
         logger.info("int8: %s (%s)", "shipped" if int8.passed else "not shipped", _summary(int8))
     shutil.rmtree(work)
 
@@ -342,11 +344,15 @@ def save_with_aligned_external_data(source: Path, target: Path) -> Path:
     aligned to 64 KiB. ONNX Runtime then memory-maps the data file instead of copying the weights onto the
     heap: pages of the 94 MB word-embedding table that no token touches never become resident, and weights
     that MatMul prepacks are not held twice (measured on the JinaBERT proxy: 105 instead of 210 MB RSS after
-    loading, peak during loading 106 instead of 283 MB)."""
+    loading, peak during loading 106 instead of 283 MB). An ALiBi bias constant is replaced by the nodes that
+    compute it, bit for bit (service/backends/onnx_alibi.py): 12.6 MB less file at 12 heads x 512 tokens."""
     import onnx
     from onnx import numpy_helper
 
+    from service.backends.onnx_alibi import compute_alibi_in_graph
+
     model = onnx.load(str(source))
+    compute_alibi_in_graph(model.graph)
     data_name = target.name + ".data"
     target.parent.mkdir(parents=True, exist_ok=True)
     offset = 0

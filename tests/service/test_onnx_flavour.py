@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import shutil
@@ -302,6 +303,10 @@ def test_bundle_prefers_fused_attention_and_serves_torch_scores(alibi_onnx_model
     graph = onnx.load(str(tmp_path / "bundle" / "onnx" / "model.onnx"), load_external_data=False)
     layers = json.loads((alibi_onnx_model / "config.json").read_text())["num_hidden_layers"]
     assert sum(node.op_type == "MultiHeadAttention" for node in graph.graph.node) == layers  # one per layer
+    # the ALiBi bias (12 heads x 512 x 512 floats) is computed by the graph, not stored in the file
+    assert not [node.name for node in graph.graph.node if node.op_type == "Constant"
+                and math.prod(node.attribute[0].t.dims) > 4096]
+    assert (tmp_path / "bundle" / "onnx" / "model.onnx").stat().st_size < 1_000_000
     verdict = json.loads((tmp_path / "bundle" / "fidelity.json").read_text())
     assert verdict["options"]["onnx-fp32"]["passed"] is True
     assert verdict["thresholds"] == {"spearman": 0.999, "top10_overlap": 0.98, "max_abs_diff": 0.01}
