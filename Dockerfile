@@ -151,8 +151,9 @@ RUN python scripts/build_onnx_bundle.py --model-dir /opt/reranker/model --out-di
  && rm -rf /root/.cache
 
 # ---- runtime-onnx: the torch-free image (ONNX Runtime + tokenizers) -----------------------------------------
-# RERANK_BATCH_TOKENS=2048 (a batch size; hadolint's DL3064 reads TOKENS as a secret): half the torch image's batches, so that one worker's activations stay within a 512 MB
-# plan (ONNX Runtime keeps its arena at the largest batch it has run); same speed on W1-W3 (benchmarks/RESULTS.md).
+# RERANK_BATCH_TOKENS=2048 (a batch size; hadolint's DL3064 reads TOKENS as a secret), the service's default, stated
+# here because one worker's activations must stay within a 512 MB plan (ONNX Runtime keeps its arena at the largest
+# batch it has run): an operator raising the default must not raise this image's footprint with it.
 FROM python AS runtime-onnx
 ARG RERANK_MODEL=jinaai/jina-reranker-v1-tiny-en
 ARG RERANK_MODEL_REVISION=aca45de6945b5dc6399abcd2a9c55ded5dc9111f

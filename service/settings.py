@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     rerank_max_documents: int = Field(1000, alias="RERANK_MAX_DOCUMENTS", ge=1)
     rerank_max_body_bytes: int = Field(2 * 1024 * 1024, alias="RERANK_MAX_BODY_BYTES", ge=1024)
     # Inference engine (see service/engine and benchmarks/RESULTS.md for why these defaults).
-    rerank_batch_tokens: int = Field(4096, alias="RERANK_BATCH_TOKENS", ge=512,
+    rerank_batch_tokens: int = Field(2048, alias="RERANK_BATCH_TOKENS", ge=512,
                                      description="Padded tokens per forward pass")
     rerank_max_wait_ms: float = Field(2.0, alias="RERANK_MAX_WAIT_MS", ge=0, le=1000,
                                       description="How long a forward pass waits for more requests to join it")
