@@ -58,13 +58,14 @@ def _w3_pool(seed: int):
 
 
 async def measure_capacity(url: str, *, api_key: str | None = None, requests: int = 32, warmup: int = 8,
-                           request_timeout_s: float = 120.0, seed: int = 20240601) -> Capacity:
+                           request_timeout_s: float = 120.0, seed: int = 20240601,
+                           transport: httpx.AsyncBaseTransport | None = None) -> Capacity:
     """W3 as `make bench` runs it (its 8 clients in a closed loop over its W2-shaped requests), after
     `warmup` requests that are not timed. Every answer must be a 200: a 429 here means the server sheds
     below its own capacity, and the load that follows would not measure what it claims."""
     workload = _w3_pool(seed)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    async with httpx.AsyncClient(headers=headers, timeout=request_timeout_s) as client:
+    async with httpx.AsyncClient(headers=headers, timeout=request_timeout_s, transport=transport) as client:
 
         async def clients(count: int) -> None:
             remaining = iter(range(count))
@@ -168,14 +169,16 @@ async def _reference(client: httpx.AsyncClient, url: str, requests) -> list[list
 
 
 async def run_load(url: str, *, rate_rps: float, seconds: float, api_key: str | None = None,
-                   request_timeout_s: float = 30.0, seed: int = 20240601) -> Report:
+                   request_timeout_s: float = 30.0, seed: int = 20240601,
+                   transport: httpx.AsyncBaseTransport | None = None) -> Report:
     pool = _w3_pool(seed).requests  # W3's requests: the ones bench timed
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     total = max(1, round(rate_rps * seconds))
     report = Report(offered_rps=rate_rps, seconds=seconds)
     limits = httpx.Limits(max_connections=total, max_keepalive_connections=64)
     # generous client timeout: the server is what must answer in time (503 past RERANK_REQUEST_TIMEOUT_S)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=request_timeout_s * 3 + 60) as client:
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=request_timeout_s * 3 + 60,
+                                 transport=transport) as client:
         reference = await _reference(client, url, pool)
 
         async def one(i: int, at: float) -> None:
