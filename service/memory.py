@@ -36,7 +36,11 @@ logger = logging.getLogger("service.memory")
 
 PAD_MULTIPLE = 16
 ARENA_MAX = 2
-MMAP_THRESHOLD = 64 * 1024 * 1024
+MMAP_THRESHOLD = 64 * 1024 * 1024  # the torch flavour: its activations are allocated and freed per operator
+# The ONNX flavour: ONNX Runtime serves activations from its own arena (allocated once, reused), so a low threshold
+# costs it nothing per forward pass and hands the arena's growth steps back when freed; its 512 MB footprint
+# (infra/sizing.py) was measured with it.
+ARENA_MMAP_THRESHOLD = 4 * 1024 * 1024
 TRIM_INTERVAL_S = 1.0  # at most one malloc_trim per second (it walks the heap)
 ONEDNN_CACHE_CAPACITY = 64
 ONEDNN_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"  # oneDNN reads it when it creates its first primitive

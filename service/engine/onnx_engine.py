@@ -21,7 +21,7 @@ from service.engine.activation import UnsupportedActivationError, activation_fro
 from service.engine.factory import LoadedEngine, engine_options, thread_count, warm_up_and_start
 from service.engine.reranker import RerankEngine
 from service.engine.tokenization import TokenizersPairEncoder
-from service.memory import configure_allocator
+from service.memory import ARENA_MMAP_THRESHOLD, configure_allocator
 from service.model_store import (
     ModelNotAvailableError,
     ModelSource,
@@ -41,7 +41,7 @@ SERVING_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "spec
 
 def build_onnx_engine(settings: Settings) -> LoadedEngine:
     started = time.perf_counter()
-    allocator = configure_allocator()
+    allocator = configure_allocator(mmap_threshold=ARENA_MMAP_THRESHOLD)
     if settings.rerank_backend == "torch" or settings.rerank_precision == "bf16":
         raise ModelNotAvailableError(
             f"RERANK_BACKEND={settings.rerank_backend} RERANK_PRECISION={settings.rerank_precision} needs torch, "
