@@ -150,13 +150,16 @@ def render(results: dict[str, Any]) -> str:
         add("### Memory soak (per-worker figure for infra/sizing.py, per precision)\n")
         add("`python -m benchmarks.soak`: capacity measured first (W2-shaped requests, 8 clients, 10 s), then "
             "mixed traffic (1 W1-shaped 100-document request per 4 W2-shaped ones, 8 clients) paced at that "
-            "rate. Peak = VmHWM of the worker (host) or the cgroup's memory.peak (image), load included.\n")
+            "rate. Peak = VmHWM of the worker process, load included; in an image also the container's cgroup "
+            "peak (page cache included).\n")
         add("| precision | where | capacity (W2 req/s) | mixed requests / s | failed | peak RSS per worker | "
-            "RSS at the end | error |")
-        add("|---|---|---|---|---|---|---|---|")
+            "RSS at the end | container peak | error |")
+        add("|---|---|---|---|---|---|---|---|---|")
         for r in results["soak"]:
+            container = f"{r['container_peak_mib']:,.0f} MiB" if r.get("container_peak_mib") else "–"
             add(f"| {r['precision']} | {r['where']} | {r['capacity_rps']:.2f} | {r['requests']} / {r['seconds']} | "
-                f"{r['failures']} | {r['peak_rss_mib']:,.0f} MiB | {r['end_rss_mib']:,.0f} MiB | {r['error'] or ''} |")
+                f"{r['failures']} | {r['peak_rss_mib']:,.0f} MiB | {r['end_rss_mib']:,.0f} MiB | {container} | "
+                f"{r['error'] or ''} |")
         add("")
     if results.get("gate"):
         add("### Precision gate (`python -m benchmarks.gate_report`)\n")

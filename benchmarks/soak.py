@@ -6,7 +6,7 @@ For each precision: start the service (in the image under a memory limit with --
 measure its capacity (W2-shaped requests/s at 8 concurrent clients, 10 s), then drive it for `--seconds` at
 that rate with mixed traffic (one W1-shaped 100-document request for every four W2-shaped ones, 8 clients),
 and report the worker's peak RSS (VmHWM of the largest process, which includes the load), its RSS at the end,
-and the container's own peak (cgroup memory.peak) with --image. Every response is checked; an OOM kill or
+and with --image the container's own peak (cgroup memory.peak, page cache included). Every response is checked; an OOM kill or
 a failed request is reported as such. Loopback only.
 """
 
@@ -42,8 +42,9 @@ class SoakResult:
     requests: int = 0
     failures: int = 0
     seconds: float = 0.0
-    peak_rss_mib: float = 0.0  # VmHWM of the worker process (host) / cgroup memory.peak (image)
+    peak_rss_mib: float = 0.0  # VmHWM of the worker process
     end_rss_mib: float = 0.0
+    container_peak_mib: float | None = None  # image only: the cgroup's peak, page cache included
     rss_timeline_mib: list[float] = field(default_factory=list)
     info: dict[str, Any] | None = None
     error: str | None = None
@@ -118,10 +119,25 @@ class ImageTarget:
                               timeout=30).stderr[-2000:]
 
     def rss(self) -> tuple[float, float]:
-        """(current, peak) of the container's cgroup (memory.current / memory.peak), in MiB."""
-        text = self._exec("sh", "-c", "cat /sys/fs/cgroup/memory.current /sys/fs/cgroup/memory.peak 2>/dev/null")
-        values = [int(v) for v in text.split()] or [0, 0]
-        return values[0] / MIB, (values[-1] if len(values) > 1 else values[0]) / MIB
+        """(current, peak) RSS of the worker, the container's largest process (VmRSS / VmHWM), in MiB."""
+        text = self._exec("sh", "-c", "for f in /proc/[0-9]*/status; do "
+                                      "grep -hE '^(VmRSS|VmHWM):' \"$f\" | tr '\\n' ' '; echo; done 2>/dev/null")
+        processes = []
+        for line in text.splitlines():
+            fields = dict(zip(line.split()[0::3], line.split()[1::3]))
+            if "VmRSS:" in fields and "VmHWM:" in fields:
+                processes.append((int(fields["VmHWM:"]), int(fields["VmRSS:"])))
+        if not processes:
+            raise RuntimeError(f"could not read the processes' memory in {self.name}")
+        peak_kib, current_kib = max(processes)
+        return current_kib / 1024, peak_kib / 1024
+
+    def container_peak(self) -> float:
+        """The container's own peak (cgroup v2 memory.peak, v1 memory.max_usage_in_bytes), page cache included,
+        in MiB."""
+        text = self._exec("sh", "-c", "cat /sys/fs/cgroup/memory.peak 2>/dev/null || "
+                                      "cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes")
+        return int(text.split()[0]) / MIB if text.split() else 0.0
 
     def oom_killed(self) -> bool:
         out = subprocess.run(["docker", "inspect", "-f", "{{.State.OOMKilled}}", self.name], capture_output=True,
@@ -199,8 +215,10 @@ def soak_one(target, precision: str, where: str, seconds: float, clients: int = 
         current, peak = target.rss()
         result.end_rss_mib, result.peak_rss_mib = round(current, 1), round(peak, 1)
         result.rss_timeline_mib = timeline
-        if isinstance(target, ImageTarget) and target.oom_killed():
-            result.error = "OOM-killed under the memory limit"
+        if isinstance(target, ImageTarget):
+            result.container_peak_mib = round(target.container_peak(), 1)
+            if target.oom_killed():
+                result.error = "OOM-killed under the memory limit"
     except Exception as exc:  # noqa: BLE001 - reported
         result.error = f"{type(exc).__name__}: {exc}"
     finally:

@@ -39,17 +39,22 @@ class Footprint:
 
 
 FOOTPRINTS: dict[str, Footprint] = {
-    # Measured 2026-11-25 with the procedure above on the image built from the Dockerfile with the
-    # JinaBERT-shaped test model (same shapes as jina-reranker-v1-tiny-en: 4 layers, hidden 384, 12 heads,
-    # ALiBi capped at 512, fp32): 501 MB cgroup peak serving 100 documents x 512 tokens with
-    # RERANK_BATCH_TOKENS=4096 (tests/image/test_image.py prints it on every run). Rounded up: 550 MB.
-    "torch": Footprint("torch", "runtime", worker_mb=550, headroom_mb=150, measured=True),
-    # PROVISIONAL, NOT MEASURED: the `runtime-onnx` stage (issue 12: no torch, transformers or
-    # sentence-transformers; ONNX Runtime + tokenizers) is being built and measured on another branch.
-    # 300 MB is issue 12's acceptance ceiling for one worker serving W1 (100 documents), not a
-    # measurement. Replace it with the measured peak (same procedure, `--target runtime-onnx`) and set
-    # measured=True. With it, one worker needs 300 + 150 = 450 MB: Render `starter` (512 MB) holds it.
-    "onnx": Footprint("onnx", "runtime-onnx", worker_mb=300, headroom_mb=150, measured=False),
+    # Measured 2026-12-01 in the `runtime` image built with the JinaBERT-shaped test model (same shapes as
+    # jina-reranker-v1-tiny-en: 4 layers, hidden 384, 12 heads, ALiBi capped at 512; 2,048-token batches), one
+    # worker, for each precision `auto` can pick (benchmarks/RESULTS.md):
+    #   python -m benchmarks.soak --image <tag> --memory 2g   (60 s, mixed W1/W2 at the measured capacity)
+    #     fp32 658 MiB = 690 MB, bf16 723 MiB = 758 MB peak RSS (VmHWM) of the worker;
+    #   python -m benchmarks.flavours --soak 60               (60 s of W1 only, 100 documents per request)
+    #     fp32 747 MB.
+    # The largest, bf16's 758 MB, rounded up: 800 MB. (The earlier 550 MB was one request's cgroup peak, not
+    # a soak: a stack sized at 700 MB would be OOM-killed under load.)
+    "torch": Footprint("torch", "runtime", worker_mb=800, headroom_mb=150, measured=True),
+    # Measured 2026-12-01 by `python -m benchmarks.flavours --soak 60` (benchmarks/RESULTS.md, flavours.json) on
+    # the `runtime-onnx` image built with the same JinaBERT-shaped model (fused attention, fp32, 2,048-token
+    # batches), hardened, under --memory 512m: after 60 s of W1 (100 documents of 50-300 words) from 2 clients,
+    # the worker's peak RSS was 287 MB (VmHWM) and the container's 289 MB, no OOM kill. Rounded up: 300 MB.
+    # One worker needs 300 + 150 = 450 MB: Render `starter` (512 MB) holds it.
+    "onnx": Footprint("onnx", "runtime-onnx", worker_mb=300, headroom_mb=150, measured=True),
 }
 FLAVOURS: tuple[str, ...] = tuple(FOOTPRINTS)
 DEFAULT_FLAVOUR = "torch"

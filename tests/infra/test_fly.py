@@ -88,7 +88,7 @@ def test_concurrency_limits_come_from_the_benchmark_throughput():
             "stop",
         ),
         (
-            {"workers": 2, "cpus": 2, "memoryMb": 1250},
+            {"workers": 2, "cpus": 2, "memoryMb": 1750},
             {"cpu_kind": "performance", "cpus": 2, "memory_mb": 4096},
             "stop",
         ),

@@ -318,7 +318,7 @@ def test_cluster_ip_without_ingress_is_the_in_cluster_address_and_sizes_follow_t
             kubeIngressAnnotations=None,
             workers="2",
             cpus="2",
-            memoryMb="1536",
+            memoryMb="1792",
             kubeCreateNamespace="false",
             kubeNamespace="ml",
             kubeconfig="/home/ci/.kube/staging",
@@ -336,7 +336,7 @@ def test_cluster_ip_without_ingress_is_the_in_cluster_address_and_sizes_follow_t
         assert run.one(DEPLOYMENT).provider and "kubernetes" in run.one(DEPLOYMENT).provider
         pod = inputs(run, DEPLOYMENT)["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        assert container["resources"]["limits"] == {"cpu": "2000m", "memory": "1536Mi"}
+        assert container["resources"]["limits"] == {"cpu": "2000m", "memory": "1792Mi"}
         assert container["resources"]["requests"] == container["resources"]["limits"]
         assert {"name": "WEB_CONCURRENCY", "value": "2"} in container["env"]
         assert (
