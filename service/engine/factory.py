@@ -47,9 +47,28 @@ def resolve_flavour(settings: Settings) -> str:
     return "torch" if torch_installed() else "onnx"
 
 
-def engine_options(settings: Settings) -> dict[str, Any]:
+# Padded tokens per forward pass when RERANK_BATCH_TOKENS is unset, by (backend, precision). Measured in-process on
+# the JinaBERT proxy (2 cores, AMD EPYC with AVX-512 BF16; W2 p50 / W1 p50 / peak RSS):
+#   torch fp32: 1024: 421 / 3,403 ms / 569 MiB; 1536: 358 / 3,265 ms / 587 MiB; 2048: 378-392 / 3,153-3,299 ms / 603-636 MiB
+#   torch bf16: 512: 266 / 2,330 ms / 575 MiB; 1024: 247-258 / 2,149-2,213 ms / 616-628 MiB; 2048: 300-315 / 2,493-2,615 ms / 702-730 MiB
+# (bf16's matmuls run fastest on smaller blocks, and its activation peak grows fastest with the batch);
+#   ONNX Runtime fp32/int8: 2048 (the slim image's 512 MB footprint was measured with it; benchmarks/RESULTS.md).
+DEFAULT_BATCH_TOKENS = {("torch", "fp32"): 1536, ("torch", "bf16"): 1024, ("onnx", "fp32"): 2048,
+                        ("onnx", "int8"): 2048}
+FALLBACK_BATCH_TOKENS = 2048
+
+
+def batch_tokens(settings: Settings, backend: str, precision: str) -> int:
+    """RERANK_BATCH_TOKENS, or the measured default for the backend and precision that serve."""
+    if settings.rerank_batch_tokens is not None:
+        return settings.rerank_batch_tokens
+    return DEFAULT_BATCH_TOKENS.get((backend, precision), FALLBACK_BATCH_TOKENS)
+
+
+def engine_options(settings: Settings, backend: str, precision: str) -> dict[str, Any]:
     """The scheduling settings every flavour's RerankEngine takes: batching, admission bound, watchdog."""
-    return {"batch_tokens": settings.rerank_batch_tokens, "max_wait_s": settings.rerank_max_wait_ms / 1000,
+    return {"batch_tokens": batch_tokens(settings, backend, precision),
+            "max_wait_s": settings.rerank_max_wait_ms / 1000,
             "max_queued_tokens": settings.rerank_max_queued_tokens,
             "queue_wait_limit_s": settings.rerank_request_timeout_s / 2, "watchdog_s": settings.rerank_watchdog_s}
 

@@ -76,7 +76,7 @@ def build_onnx_engine(settings: Settings) -> LoadedEngine:
             folder, max_length, with_token_type_ids="token_type_ids" in backend.input_names)
     except FileNotFoundError as exc:
         raise ModelNotAvailableError(str(exc)) from None
-    engine = RerankEngine(encoder, backend, activation, **engine_options(settings))
+    engine = RerankEngine(encoder, backend, activation, **engine_options(settings, "onnx", precision))
     warm_up_and_start(engine)
     load_seconds = time.perf_counter() - started
     if source.path is not None:
@@ -101,6 +101,7 @@ def build_onnx_engine(settings: Settings) -> LoadedEngine:
         "activation": activation_name,
         "precision_verdict": precision_verdict,
         "threads": threads,
+        "batch_tokens": engine.batch_tokens,
         "memory": allocator,
         "load_seconds": round(load_seconds, 3),
     }

@@ -53,7 +53,7 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
     backend = _make_backend(choice, cross_encoder, device)
     activation = _activation(cross_encoder.activation_fn)
     engine = RerankEngine(PairEncoder(cross_encoder.tokenizer, max_length), backend, activation,
-                          **engine_options(settings))
+                          **engine_options(settings, choice.backend, choice.precision))
     warm_up_and_start(engine)
     load_seconds = time.perf_counter() - started
     logger.info("Inference: backend=%s precision=%s threads=%d device=%s (%s); ready in %.2fs",
@@ -74,6 +74,7 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
         "attention_detail": backend.attention_report.as_info() if hasattr(backend, "attention_report") else None,
         "precision_verdict": verdict_info(choice, verdict, verdict_problem),
         "threads": threads,
+        "batch_tokens": engine.batch_tokens,
         "memory": allocator,
         "load_seconds": round(load_seconds, 3),
     }

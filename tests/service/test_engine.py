@@ -42,6 +42,23 @@ def test_rank_orders_by_score_then_index():
     assert rank([0.1], top_n=10) == [0]
 
 
+@pytest.mark.parametrize(("precision", "expected"), [("fp32", 1536), ("bf16", 1024)])
+def test_batch_budget_defaults_to_the_one_measured_fastest_for_the_precision_that_serves(
+        alibi_model_dir, precision, expected):
+    loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(alibi_model_dir), RERANK_PRECISION=precision))
+    try:
+        assert loaded.info["precision"] == precision
+        assert loaded.engine.batch_tokens == loaded.info["batch_tokens"] == expected
+    finally:
+        loaded.engine.stop()
+    explicit = build_engine(load_settings(RERANK_MODEL_PATH=str(alibi_model_dir), RERANK_PRECISION=precision,
+                                          RERANK_BATCH_TOKENS="3000"))
+    try:
+        assert explicit.engine.batch_tokens == 3000  # an operator's value wins
+    finally:
+        explicit.engine.stop()
+
+
 @pytest.fixture(scope="module")
 def fp32_engine(alibi_model_dir):
     loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(alibi_model_dir), RERANK_PRECISION="fp32",

@@ -139,7 +139,12 @@ def test_onnx_flavour_scores_equal_the_torch_flavour(model, request):
         got, expected = onnx.engine.rerank_now(query, documents), torch.engine.rerank_now(query, documents)
         assert got.tokens == expected.tokens
         assert np.max(np.abs(got.relevance - expected.relevance)) <= 1e-4
-        assert list(np.argsort(-got.relevance)) == list(np.argsort(-expected.relevance))
+        # the same order, except between documents whose scores are closer than that tolerance
+        order = list(np.argsort(-expected.relevance, kind="stable"))
+        position = {int(doc): rank for rank, doc in enumerate(np.argsort(-got.relevance, kind="stable"))}
+        swapped = [(int(a), int(b)) for i, a in enumerate(order) for b in order[i + 1:]
+                   if position[int(a)] > position[int(b)]]
+        assert all(abs(expected.relevance[a] - expected.relevance[b]) <= 2e-4 for a, b in swapped), swapped
     finally:
         onnx.engine.stop()
         torch.engine.stop()

@@ -30,7 +30,8 @@ def info(state: EngineState = Depends(get_state), settings: Settings = Depends(g
             "max_body_bytes": settings.rerank_max_body_bytes,
             "max_length": loaded.get("max_length", settings.rerank_max_length),
         },
-        "batching": {"batch_tokens": settings.rerank_batch_tokens, "max_wait_ms": settings.rerank_max_wait_ms},
+        "batching": {"batch_tokens": loaded.get("batch_tokens", settings.rerank_batch_tokens),
+                     "max_wait_ms": settings.rerank_max_wait_ms},
         "workers": settings.web_concurrency,
         "apis": ["/v1/rerank", "/v2/rerank", "/rerank"],
     }
