@@ -5,18 +5,19 @@ Cloud Run's and Fargate's CPU/memory, the Blueprint, the validation at `pulumi p
 numbers; nothing else hard-codes a footprint. The size tables themselves belong to the targets
 (infra/targets/<name>.py): each picks the smallest of its sizes that holds `required_memory_mb()`.
 
-How a footprint is measured (re-measure whenever the model, the pins or the defaults change):
+How a footprint is measured (re-measure whenever the model, the pins or the defaults change), on an image built
+from the Dockerfile (`docker build --target <runtime | runtime-onnx> -t <tag> .`; the image tests build both with
+the JinaBERT-shaped test model), one worker, for every precision the flavour can pick:
 
-    docker build --target <runtime | runtime-onnx> -t rr-measure .
-    docker run -d --name rr-measure -p 8000:8000 -e WEB_CONCURRENCY=1 rr-measure
-    # wait for `docker inspect -f '{{.State.Health.Status}}' rr-measure` == healthy, then send one
-    # /v1/rerank request with 100 documents of ~200 words each (RERANK_MAX_LENGTH=512)
-    docker exec rr-measure sh -c 'cat /sys/fs/cgroup/memory.peak'   # cgroup v2 peak, bytes
+    python -m benchmarks.soak --image <tag> --memory 2g --precision fp32 --precision bf16 --seconds 60
+        # 60 s of mixed W1/W2 traffic at the capacity it measured first
+    python -m benchmarks.flavours --soak 60
+        # both flavours: 60 s of W1 (100 documents per request) from 2 clients, the slim one under --memory 512m
 
-The worker footprint is the peak RSS of ONE uvicorn worker (model loaded, warmed up, after serving that
-100-document request), rounded up to the next 50 MB. The headroom covers what does not scale with the
-worker count: the uvicorn supervisor process, the health-check interpreter that Docker starts every
-interval, /tmp (a tmpfs, charged to the container) and allocator slack.
+The worker footprint is the largest peak RSS (VmHWM) of ONE uvicorn worker those runs report (benchmarks/
+RESULTS.md), rounded up to the next 50 MB. The headroom covers what does not scale with the worker count: the
+uvicorn supervisor process, the health-check interpreter that Docker starts every interval, /tmp (a tmpfs,
+charged to the container) and allocator slack.
 """
 
 from __future__ import annotations
