@@ -6,8 +6,8 @@ For each precision: start the service (in the image under a memory limit with --
 measure its capacity (W2-shaped requests/s at 8 concurrent clients, 10 s), then drive it for `--seconds` at
 that rate with mixed traffic (one W1-shaped 100-document request for every four W2-shaped ones, 8 clients),
 and report the worker's peak RSS (VmHWM of the largest process, which includes the load), its RSS at the end,
-and with --image the container's own peak (cgroup memory.peak, page cache included). Every response is checked; an OOM kill or
-a failed request is reported as such. Loopback only.
+and with --image the container's own peak (cgroup memory.peak, page cache included). Every response is
+checked; an OOM kill or a failed request is reported as such. Loopback only.
 """
 
 from __future__ import annotations

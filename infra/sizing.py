@@ -41,19 +41,20 @@ class Footprint:
 
 FOOTPRINTS: dict[str, Footprint] = {
     # Measured 2026-12-01 in the `runtime` image built with the JinaBERT-shaped test model (same shapes as
-    # jina-reranker-v1-tiny-en: 4 layers, hidden 384, 12 heads, ALiBi capped at 512; 2,048-token batches), one
-    # worker, for each precision `auto` can pick (benchmarks/RESULTS.md):
-    #   python -m benchmarks.soak --image <tag> --memory 2g   (60 s, mixed W1/W2 at the measured capacity)
-    #     fp32 658 MiB = 690 MB, bf16 723 MiB = 758 MB peak RSS (VmHWM) of the worker;
-    #   python -m benchmarks.flavours --soak 60               (60 s of W1 only, 100 documents per request)
-    #     fp32 747 MB.
-    # The largest, bf16's 758 MB, rounded up: 800 MB. (The earlier 550 MB was one request's cgroup peak, not
-    # a soak: a stack sized at 700 MB would be OOM-killed under load.)
+    # jina-reranker-v1-tiny-en: 4 layers, hidden 384, 12 heads, ALiBi capped at 512), one worker, default batch
+    # budgets (fp32 1,536, bf16 1,024 tokens), for each precision `auto` can pick (benchmarks/RESULTS.md):
+    #   python -m benchmarks.soak (60 s, mixed W1/W2 at the measured capacity): peak RSS (VmHWM) of the worker
+    #     fp32 590 MiB = 619 MB, bf16 660 MiB = 692 MB;
+    #   python -m benchmarks.flavours --soak 60 (60 s of W1 only, 100 documents per request): fp32 709 MB.
+    # bf16 peaked 73 MB above fp32 under mixed traffic; on W1 alone that puts it near 780 MB. Rounded up: 800 MB.
+    # (The earlier 550 MB was one request's cgroup peak, not a soak: a stack sized at 700 MB would be
+    # OOM-killed under load.)
     "torch": Footprint("torch", "runtime", worker_mb=800, headroom_mb=150, measured=True),
     # Measured 2026-12-01 by `python -m benchmarks.flavours --soak 60` (benchmarks/RESULTS.md, flavours.json) on
     # the `runtime-onnx` image built with the same JinaBERT-shaped model (fused attention, fp32, 2,048-token
     # batches), hardened, under --memory 512m: after 60 s of W1 (100 documents of 50-300 words) from 2 clients,
-    # the worker's peak RSS was 287 MB (VmHWM) and the container's 289 MB, no OOM kill. Rounded up: 300 MB.
+    # the worker's peak RSS was 287-288 MB (VmHWM, two runs) and the container's 272-289 MB, no OOM kill.
+    # Rounded up: 300 MB.
     # One worker needs 300 + 150 = 450 MB: Render `starter` (512 MB) holds it.
     "onnx": Footprint("onnx", "runtime-onnx", worker_mb=300, headroom_mb=150, measured=True),
 }
