@@ -76,7 +76,8 @@ def test_twice_the_measured_capacity_is_shed_not_queued():
     assert report.problems(30.0) == [], summary
     assert summary["shed_429"] > 0, summary
     assert summary["accepted"] + summary["shed_429"] == summary["offered"]
-    assert summary["accepted_rps"] <= 1.1 / SERVICE_S, summary
+    # what it drained while offered, plus the queue it had admitted when the offering stopped
+    assert summary["accepted"] <= 1.1 * summary["seconds"] / SERVICE_S + server.admit, summary
     assert summary["wrong_scores"] == 0
 
 
