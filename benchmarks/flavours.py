@@ -39,6 +39,7 @@ if __package__ in (None, ""):
 import httpx
 
 from benchmarks import fidelity
+from benchmarks.containers import cgroup_peak_bytes, container_logs, worker_memory_kib
 from benchmarks.loadgen import burst, call, percentile, sequential
 from benchmarks.machine import cpu_info
 from benchmarks.servers import BENCH_DIR, service_contender
@@ -110,24 +111,18 @@ class ContainerServer:
                         return
                 except httpx.HTTPError:
                     if not json.loads(docker("inspect", "--format", "{{json .State.Running}}", self.name)):
-                        raise RuntimeError(f"{self.flavour} exited before it was healthy:\n{self.logs()}") from None
+                        raise RuntimeError(f"{self.flavour} exited before it was healthy:\n{container_logs(self.name)}") from None
                 time.sleep(0.02)
-        raise RuntimeError(f"{self.flavour} not healthy after {timeout_s}s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        result = subprocess.run(["docker", "logs", "--tail", "30", self.name], capture_output=True, text=True,
-                                timeout=60)
-        return (result.stdout + result.stderr)[-2000:]
+        raise RuntimeError(f"{self.flavour} not healthy after {timeout_s}s:\n{container_logs(self.name)}")
 
     def info(self) -> dict[str, Any]:
         return httpx.get(self.base_url + "/info", timeout=10).json()
 
     def memory(self) -> dict[str, Any]:
-        hwm = docker("exec", self.name, "sh", "-c", "grep VmHWM /proc/1/status").split()[1]
-        peak = docker("exec", self.name, "sh", "-c",
-                      "cat /sys/fs/cgroup/memory.peak 2>/dev/null || cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes")
+        hwm_kib, _ = worker_memory_kib(self.name)
+        peak = cgroup_peak_bytes(self.name)
         state = json.loads(docker("inspect", "--format", "{{json .State}}", self.name))
-        return {"worker_peak_rss_mb": round(int(hwm) * 1024 / 1e6), "cgroup_peak_mb": round(int(peak) / 1e6),
+        return {"worker_peak_rss_mb": round(hwm_kib * 1024 / 1e6), "cgroup_peak_mb": round(peak / 1e6),
                 "oom_killed": state["OOMKilled"], "running": state["Running"]}
 
     def stop(self) -> None:

@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 
 import httpx
 
+from benchmarks.containers import cgroup_peak_bytes, container_logs, worker_memory_kib
 from benchmarks.servers import PROJECT_ROOT, WORK_DIR, ServerProcess, free_port, service_contender
 from benchmarks.workloads import WorkloadSizes, build_workloads
 
@@ -108,36 +109,16 @@ class ImageTarget:
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.2)
-        raise RuntimeError(f"{self.image} not healthy after 300 s: " + self._logs())
-
-    def _exec(self, *command: str) -> str:
-        result = subprocess.run(["docker", "exec", self.name, *command], capture_output=True, text=True, timeout=30)
-        return result.stdout
-
-    def _logs(self) -> str:
-        return subprocess.run(["docker", "logs", "--tail", "20", self.name], capture_output=True, text=True,
-                              timeout=30).stderr[-2000:]
+        raise RuntimeError(f"{self.image} not healthy after 300 s: " + container_logs(self.name))
 
     def rss(self) -> tuple[float, float]:
         """(current, peak) RSS of the worker, the container's largest process (VmRSS / VmHWM), in MiB."""
-        text = self._exec("sh", "-c", "for f in /proc/[0-9]*/status; do "
-                                      "grep -hE '^(VmRSS|VmHWM):' \"$f\" | tr '\\n' ' '; echo; done 2>/dev/null")
-        processes = []
-        for line in text.splitlines():
-            fields = dict(zip(line.split()[0::3], line.split()[1::3]))
-            if "VmRSS:" in fields and "VmHWM:" in fields:
-                processes.append((int(fields["VmHWM:"]), int(fields["VmRSS:"])))
-        if not processes:
-            raise RuntimeError(f"could not read the processes' memory in {self.name}")
-        peak_kib, current_kib = max(processes)
+        peak_kib, current_kib = worker_memory_kib(self.name)
         return current_kib / 1024, peak_kib / 1024
 
     def container_peak(self) -> float:
-        """The container's own peak (cgroup v2 memory.peak, v1 memory.max_usage_in_bytes), page cache included,
-        in MiB."""
-        text = self._exec("sh", "-c", "cat /sys/fs/cgroup/memory.peak 2>/dev/null || "
-                                      "cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes")
-        return int(text.split()[0]) / MIB if text.split() else 0.0
+        """The container's own peak, page cache included, in MiB."""
+        return cgroup_peak_bytes(self.name) / MIB
 
     def oom_killed(self) -> bool:
         out = subprocess.run(["docker", "inspect", "-f", "{{.State.OOMKilled}}", self.name], capture_output=True,
