@@ -151,9 +151,6 @@ RUN python scripts/build_onnx_bundle.py --model-dir /opt/reranker/model --out-di
  && rm -rf /root/.cache
 
 # ---- runtime-onnx: the torch-free image (ONNX Runtime + tokenizers) -----------------------------------------
-# RERANK_BATCH_TOKENS=2048 (a batch size; hadolint's DL3064 reads TOKENS as a secret), the service's default, stated
-# here because one worker's activations must stay within a 512 MB plan (ONNX Runtime keeps its arena at the largest
-# batch it has run): an operator raising the default must not raise this image's footprint with it.
 FROM python AS runtime-onnx
 ARG RERANK_MODEL=jinaai/jina-reranker-v1-tiny-en
 ARG RERANK_MODEL_REVISION=aca45de6945b5dc6399abcd2a9c55ded5dc9111f
@@ -185,7 +182,6 @@ RUN RERANK_MODEL_PATH=/opt/reranker/model RERANK_FLAVOUR=onnx ENVIRONMENT=produc
       "import uvicorn; uvicorn.Config('service.main:app').load(); from service.settings import load_settings; from service.engine.factory import build_engine; loaded = build_engine(load_settings()); loaded.engine.stop(); print('slim flavour serves:', loaded.info['backend'], loaded.info['precision'])" \
  && python3 -m compileall -q /app/service
 
-# hadolint ignore=DL3064
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -193,7 +189,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     HF_HUB_DISABLE_TELEMETRY=1 \
     RERANK_FLAVOUR=onnx \
-    RERANK_BATCH_TOKENS=2048 \
     RERANK_MODEL=${RERANK_MODEL} \
     RERANK_MODEL_REVISION=${RERANK_MODEL_REVISION} \
     RERANK_MODEL_PATH=/opt/reranker/model \

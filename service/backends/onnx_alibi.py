@@ -26,7 +26,7 @@ def alibi_slopes(tensor: np.ndarray) -> np.ndarray | None:
     `slope[h] * |j - i|`), else None."""
     if tensor.dtype != np.float32 or tensor.ndim != 4 or tensor.shape[0] != 1:
         return None
-    heads, rows, cols = tensor.shape[1:]
+    rows, cols = tensor.shape[2:]
     if rows != cols or rows < 2:
         return None
     slopes = tensor[0, :, 0, 1].copy()  # distance 1: the slope itself
