@@ -303,29 +303,35 @@ class BatchScheduler:
         tokens = sum(job.tokens for job in jobs)
         started = time.monotonic()
         try:
-            try:
-                logits = self._run_pairs(pairs)
-                self.forward_calls += 1
-            except Exception as exc:  # every waiting request must hear about it; the thread lives on
-                logger.exception("inference failed for %d pairs", len(pairs))
-                for job in jobs:
-                    job.deliver(None, exc)
-                return
-            except BaseException:  # the thread is being killed: its requests must not wait forever
-                for job in jobs:
-                    job.deliver(None, EngineUnavailable(DEAD_MESSAGE))
-                raise
-            self._measured(tokens, time.monotonic() - started)
-            start = 0
+            logits = self._run_pairs(pairs)
+            self.forward_calls += 1
+        except Exception as exc:  # every waiting request must hear about it; the thread lives on
+            logger.exception("inference failed for %d pairs", len(pairs))
+            self._finish(jobs)
             for job in jobs:
-                job.deliver(logits[start : start + job.count], None)
-                start += job.count
-        finally:
-            with self._lock:
-                for job in jobs:
-                    job.state = _DONE
-                    self._release(job)
-            self.beat()
+                job.deliver(None, exc)
+            return
+        except BaseException:  # the thread is being killed: its requests must not wait forever
+            self._finish(jobs)
+            for job in jobs:
+                job.deliver(None, EngineUnavailable(DEAD_MESSAGE))
+            raise
+        self._measured(tokens, time.monotonic() - started)
+        self._finish(jobs)
+        start = 0
+        for job in jobs:
+            job.deliver(logits[start : start + job.count], None)
+            start += job.count
+
+    def _finish(self, jobs: list[_Job]) -> None:
+        """Release the jobs' admission before anyone hears the answer: a client that got its result and sends
+        the next request at once must find the work it had admitted gone, or it is refused (429) for its own
+        finished request."""
+        with self._lock:
+            for job in jobs:
+                job.state = _DONE
+                self._release(job)
+        self.beat()
 
     def _measured(self, tokens: int, seconds: float) -> None:
         if seconds <= 0 or tokens <= 0:
@@ -345,9 +351,7 @@ class BatchScheduler:
             except queue.Empty:
                 break
             if job is not None and self._take(job):
+                self._finish([job])
                 job.deliver(None, unavailable)
-                with self._lock:
-                    job.state = _DONE
-                    self._release(job)
         if self.on_death is not None:
             self.on_death(error)

@@ -74,6 +74,42 @@ def test_admission_accounting_and_the_bound(model_and_scheduler):
     asyncio.run(scenario())
 
 
+class _Failing(FakeModel):
+    def __call__(self, batch):
+        raise RuntimeError("model failed")
+
+
+@pytest.mark.parametrize("model_type", [FakeModel, _Failing], ids=["answered", "failed"])
+def test_a_request_is_released_before_its_client_hears_the_answer(model_type):
+    """A client that has its answer (or error) and sends the next request at once must not find its own finished
+    request still counted, or it is refused with 429 for work that is done. The loop below records the admission
+    at the moment the inference thread hands an answer to the event loop."""
+    model = model_type()
+    model.gate.set()
+    scheduler = BatchScheduler(model, batch_tokens=10_000, max_wait_s=0.0, max_queued_tokens=100)
+    at_delivery: list[tuple[int, int]] = []
+
+    class RecordingLoop(asyncio.SelectorEventLoop):
+        def call_soon_threadsafe(self, callback, *args, **kwargs):
+            at_delivery.append((scheduler.admitted_tokens, scheduler.admitted_requests))
+            return super().call_soon_threadsafe(callback, *args, **kwargs)
+
+    async def scenario():
+        for _ in range(3):
+            try:
+                assert len(await scheduler.submit(pairs(8))) == 8  # 80 of the 100 tokens allowed
+            except RuntimeError as failed:
+                assert str(failed) == "model failed"
+
+    scheduler.start()
+    try:
+        with asyncio.Runner(loop_factory=RecordingLoop) as runner:
+            runner.run(scenario())
+    finally:
+        scheduler.stop()
+    assert len(at_delivery) >= 3 and set(at_delivery) == {(0, 0)}
+
+
 def test_the_measured_throughput_bounds_the_wait_too():
     model = FakeModel()
     model.gate.set()
