@@ -5,7 +5,7 @@
 #     --build-arg WHEEL_DIR=build/wheels --build-arg MODEL_DIR=models/jina-reranker-v1-tiny-en .
 #
 # Two runtime flavours from this one file (docs/IMAGE.md):
-#   --target runtime       (the default, last stage): CPU torch + sentence-transformers, every backend/precision
+#   --target runtime       (the default, last stage): CPU torch + transformers, every backend/precision
 #   --target runtime-onnx  torch-free: ONNX Runtime + tokenizers serving the model exported (or the repository's
 #                          ONNX graph when it matches) and checked against torch in the model-onnx stage
 #
@@ -69,6 +69,7 @@ ARG RERANK_MODEL_REVISION=aca45de6945b5dc6399abcd2a9c55ded5dc9111f
 ARG MODEL_DIR=
 # Only what the download needs, so that service changes do not invalidate the (slow) download layer.
 COPY service/__init__.py service/settings.py service/hub.py service/model_store.py service/model_download.py /app/service/
+COPY service/engine/__init__.py service/engine/activation.py /app/service/engine/
 COPY scripts/download_models.py /app/scripts/
 COPY ${MODEL_DIR:-requirements} /build/model-src/
 WORKDIR /app

@@ -34,7 +34,7 @@ def measure(model_path: Path, requests: int) -> list[dict]:
     from service.backends.attention import sample_features
     from service.backends.torch_backend import TorchBackend
     from service.fidelity_gate import _engine
-    from service.model_store import ModelSource, load_cross_encoder
+    from service.model_store import ModelSource, load_reranker
 
     torch.set_num_threads(2)
     w1, w2, _ = build_workloads(WorkloadSizes())
@@ -42,11 +42,11 @@ def measure(model_path: Path, requests: int) -> list[dict]:
     for name, precision, mode in (("fp32", "fp32", "weights"), ("bf16-weights", "bf16", "weights"),
                                   ("bf16-autocast", "bf16", "autocast"), ("fp32 (again)", "fp32", "weights")):
         gc.collect()
-        cross_encoder, max_length = load_cross_encoder(ModelSource(model_id=model_path.name, path=model_path),
+        loaded_model, max_length = load_reranker(ModelSource(model_id=model_path.name, path=model_path),
                                                        max_length=512)
-        backend = TorchBackend(cross_encoder.model, precision=precision, bf16_mode=mode,
-                               sample=sample_features(cross_encoder.tokenizer))
-        engine = _engine(cross_encoder, backend, max_length)
+        backend = TorchBackend(loaded_model.model, precision=precision, bf16_mode=mode,
+                               sample=sample_features(loaded_model.tokenizer))
+        engine = _engine(loaded_model, backend, max_length)
         engine.rerank_now(w1.requests[-1].query, list(w1.requests[-1].documents))
         before = _rss_mib()
         timings = {}
@@ -61,7 +61,7 @@ def measure(model_path: Path, requests: int) -> list[dict]:
                     "attention": backend.attention})
         print(f"{name:<14} W1 {timings['W1']:8.1f} ms   W2 {timings['W2']:7.1f} ms   RSS +{out[-1]['rss_growth_mib']:.0f}"
               f" MiB ({out[-1]['rss_mib']:.0f} MiB)   {backend.attention}", flush=True)
-        del engine, backend, cross_encoder
+        del engine, backend, loaded_model
     return out
 
 

@@ -399,19 +399,11 @@ def _score_calibration(engine, calibration) -> tuple[list[float], float]:
     return scores, time.perf_counter() - started
 
 
-def _engine(cross_encoder, backend, max_length: int):
-    import torch
-
+def _engine(reranker, backend, max_length: int):
     from service.engine.reranker import RerankEngine
     from service.engine.tokenization import PairEncoder
 
-    activation_fn = cross_encoder.activation_fn
-
-    def activation(logits):
-        with torch.inference_mode():
-            return activation_fn(torch.from_numpy(logits)).numpy()
-
-    return RerankEngine(PairEncoder(cross_encoder.tokenizer, max_length), backend, activation,
+    return RerankEngine(PairEncoder(reranker.tokenizer, max_length), backend, reranker.activate,
                         batch_tokens=4096, max_wait_s=0.0)
 
 
@@ -426,19 +418,19 @@ def _offered_options(model_dir: Path) -> list[str]:
 
 
 def _make_backend(option: str, model_dir: Path, load: Callable[[], Any], threads: int | None):
-    """(backend, cross_encoder) for `option`; each torch option gets its own freshly loaded model, so a
+    """(backend, loaded_model) for `option`; each torch option gets its own freshly loaded model, so a
     conversion (bf16 weights) never leaks into the reference."""
     backend_name, precision = option.split("-", 1)
-    cross_encoder = load()
+    loaded_model = load()
     if backend_name == "torch":
         from service.backends.attention import sample_features
         from service.backends.torch_backend import TorchBackend
 
-        return TorchBackend(cross_encoder.model, precision=precision,
-                            sample=sample_features(cross_encoder.tokenizer)), cross_encoder
+        return TorchBackend(loaded_model.model, precision=precision,
+                            sample=sample_features(loaded_model.tokenizer)), loaded_model
     from service.backends.onnx_backend import FILES, ONNX_DIR, OnnxBackend
 
-    return OnnxBackend(model_dir / ONNX_DIR / FILES[precision], precision=precision, threads=threads), cross_encoder
+    return OnnxBackend(model_dir / ONNX_DIR / FILES[precision], precision=precision, threads=threads), loaded_model
 
 
 def run_gate(model_dir: Path | str, *, max_length: int = 512, options: Sequence[str] | None = None,
@@ -449,7 +441,7 @@ def run_gate(model_dir: Path | str, *, max_length: int = 512, options: Sequence[
     import torch
 
     from service.calibration import calibration_set
-    from service.model_store import ModelSource, load_cross_encoder
+    from service.model_store import ModelSource, load_reranker
 
     model_dir = Path(model_dir).resolve()
     if threads:
@@ -463,27 +455,27 @@ def run_gate(model_dir: Path | str, *, max_length: int = 512, options: Sequence[
     state: dict[str, int] = {}
 
     def load():
-        cross_encoder, effective = load_cross_encoder(source, device="cpu", max_length=max_length,
+        loaded_model, effective = load_reranker(source, device="cpu", max_length=max_length,
                                                       local_files_only=True)
         state["max_length"] = effective
-        return cross_encoder
+        return loaded_model
 
     query_ids = calibration.query_ids
     log(f"fidelity gate: {model_dir.name}, {len(query_ids)} calibration pairs, options {options}")
-    backend, cross_encoder = _make_backend(REFERENCE_OPTION, model_dir, load, threads)
-    reference, reference_seconds = _score_calibration(_engine(cross_encoder, backend, state["max_length"]),
+    backend, loaded_model = _make_backend(REFERENCE_OPTION, model_dir, load, threads)
+    reference, reference_seconds = _score_calibration(_engine(loaded_model, backend, state["max_length"]),
                                                       calibration)
     results: dict[str, dict[str, Any]] = {REFERENCE_OPTION: {
         **compare(reference, reference, query_ids, thresholds), "seconds": round(reference_seconds, 3),
         "speedup_vs_reference": 1.0, **_backend_facts(backend)}}
     log(f"  {REFERENCE_OPTION}: {reference_seconds:.2f} s (reference)")
-    del backend, cross_encoder
+    del backend, loaded_model
     for option in options:
         if option == REFERENCE_OPTION:
             continue
         try:
-            backend, cross_encoder = _make_backend(option, model_dir, load, threads)
-            scores, seconds = _score_calibration(_engine(cross_encoder, backend, state["max_length"]),
+            backend, loaded_model = _make_backend(option, model_dir, load, threads)
+            scores, seconds = _score_calibration(_engine(loaded_model, backend, state["max_length"]),
                                                  calibration)
         except Exception as exc:  # noqa: BLE001 - an option that cannot run is recorded, never picked
             results[option] = {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -493,7 +485,7 @@ def run_gate(model_dir: Path | str, *, max_length: int = 512, options: Sequence[
                  "speedup_vs_reference": round(reference_seconds / seconds, 3) if seconds else None,
                  **_backend_facts(backend)}
         results[option] = entry
-        del backend, cross_encoder
+        del backend, loaded_model
     features = cpu_features()
     verdict = Verdict(
         options=results, thresholds=dict(thresholds), calibration=calibration.describe(), versions=_versions(),

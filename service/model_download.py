@@ -10,7 +10,7 @@ code:
   Hub id (through the cache) or from another local directory. The remote code of a second repository is
   *localized*: its `.py` files are copied next to the weights and `auto_map` is rewritten to local references,
   so the directory loads without any Hugging Face cache.
-* `verify_offline`: prove it by loading the model through `service.model_store.load_cross_encoder` (the code
+* `verify_offline`: prove it by loading the model through `service.model_store.load_reranker` (the code
   path the service runs) in a child process with `HF_HUB_OFFLINE=1`, and scoring one pair. Loading also
   prepares `$HF_HOME/modules` (the remote-code modules cache), which the image ships ready-made so that a
   read-only container never has to write it.
@@ -24,7 +24,6 @@ import argparse
 import fnmatch
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -394,7 +393,7 @@ class Verification:
 
 
 def verify_offline(source: ModelSource, *, max_length: int = 512, timeout: float = 900) -> Verification:
-    """Load the model with `load_cross_encoder` in a child process with HF_HUB_OFFLINE=1 and
+    """Load the model with `load_reranker` in a child process with HF_HUB_OFFLINE=1 and
     TRANSFORMERS_OFFLINE=1, and score one pair. huggingface_hub reads those variables at import time, hence
     the child process.
 
@@ -444,7 +443,7 @@ def _last_error_line(stderr: str) -> str:
 
 def _verify_here(request_json: str) -> None:
     """Child-process side of `verify_offline`: prints one JSON line on success, exits non-zero otherwise."""
-    from service.model_store import load_cross_encoder
+    from service.model_store import load_reranker
 
     request = json.loads(request_json)
     source = ModelSource(
@@ -452,10 +451,10 @@ def _verify_here(request_json: str) -> None:
         path=Path(request["path"]) if request["path"] else None,
         revision=request["revision"],
     )
-    model, max_length = load_cross_encoder(
+    model, max_length = load_reranker(
         source, device="cpu", max_length=request["max_length"], local_files_only=True
     )
-    score = float(model.predict([("what is a reranker", "A reranker scores documents for a query.")])[0])
+    score = model.score([("what is a reranker", "A reranker scores documents for a query.")])[0]
     print(json.dumps({"model_class": type(model.model).__name__, "max_length": max_length, "score": score}))
 
 

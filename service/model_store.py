@@ -1,7 +1,7 @@
 """Where the model comes from and how it is loaded: one code path for Hub ids and local directories.
 
 Scripts (download_models.py, download_reranker_local.py), the image build and the service all load
-through `load_cross_encoder`, so what the build proves is what the service runs.
+through `load_reranker`, so what the build proves is what the service runs.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any
 from service import hub
 from service.hub import HubTimeouts
 
-if TYPE_CHECKING:  # importing sentence-transformers costs seconds; keep it out of light imports
-    from sentence_transformers import CrossEncoder
-
+if TYPE_CHECKING:
     from service.settings import Settings
 
 logger = logging.getLogger("service.model")
@@ -186,9 +184,51 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def load_cross_encoder(source: ModelSource, *, device: str = "cpu", max_length: int = 512,
-                       local_files_only: bool = False) -> tuple[CrossEncoder, int]:
-    """Load the model exactly as the service runs it. Returns the model and the tokens-per-pair cap."""
+@dataclass
+class LoadedReranker:
+    """What the service runs: the transformers model, its tokenizer and the activation on its logits, loaded
+    the way sentence-transformers' CrossEncoder loads a sequence-classification model (tests compare the two
+    on every test model), without importing sentence-transformers (its evaluation modules pull scikit-learn
+    and SciPy in: 85 MiB of every worker's memory)."""
+
+    model: Any  # transformers PreTrainedModel, eval mode, on the device
+    tokenizer: Any  # transformers tokenizer, model_max_length = the tokens-per-pair cap
+    activation_fn: Any  # torch module applied to the logits (CrossEncoder's activation_fn)
+    activation_name: str  # its dotted path, for /info and logs
+    max_length: int
+    model_name_or_path: str
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.model.config.num_labels)
+
+    def activate(self, logits: Any) -> Any:
+        """The activation on a numpy array of logits (what the engine applies after each forward)."""
+        import torch
+
+        with torch.inference_mode():
+            return self.activation_fn(torch.from_numpy(logits)).numpy()
+
+    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """Scores of a few pairs in one padded batch: a load check for scripts and image tests. The service
+        scores through its engine (service/engine), never through this."""
+        import torch
+
+        features = self.tokenizer([q for q, _ in pairs], [d for _, d in pairs], truncation="longest_first",
+                                  max_length=self.max_length, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = self.model(**features.to(self.model.device), return_dict=True).logits
+            return self.activation_fn(logits.float()).reshape(len(pairs), -1)[:, 0].cpu().tolist()
+
+
+def load_reranker(source: ModelSource, *, device: str = "cpu", max_length: int = 512,
+                  local_files_only: bool = False) -> tuple[LoadedReranker, int]:
+    """Load the model exactly as the service runs it. Returns the model and the tokens-per-pair cap.
+
+    The steps of sentence-transformers 5.x `CrossEncoder(name, trust_remote_code=True, max_length=...,
+    config_kwargs=...)` for a sequence-classification model: AutoConfig with the overrides (one label when
+    the architecture is not a classifier), AutoModelForSequenceClassification with that config, the
+    tokenizer with `model_max_length`, and the activation named by the model (sigmoid for one label)."""
     if source.path is not None:
         logger.info("Using local model path: %s", source.path)
         logger.info("Loading reranker model from local directory: %s", source.path)
@@ -205,24 +245,70 @@ def load_cross_encoder(source: ModelSource, *, device: str = "cpu", max_length: 
         logger.info("ALiBi model: capping max_position_embeddings %s -> %d (RERANK_MAX_LENGTH)",
                     config.get("max_position_embeddings"), max_length)
 
-    from sentence_transformers import CrossEncoder
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+    shared = {"trust_remote_code": True, "revision": None if source.path else source.revision,
+              "local_files_only": local_files_only}
     try:
-        model = CrossEncoder(
-            source.name_or_path,
-            device=resolve_device(device),
-            max_length=max_length,
-            trust_remote_code=True,
-            revision=None if source.path else source.revision,
-            local_files_only=local_files_only,
-            config_kwargs=overrides or None,
-        )
+        model_config = AutoConfig.from_pretrained(source.name_or_path, **shared, **overrides)
+        if not any(str(arch).endswith("ForSequenceClassification") for arch in model_config.architectures or ()):
+            model_config.num_labels = 1  # a bare encoder gets CrossEncoder's single relevance logit
+        model = AutoModelForSequenceClassification.from_pretrained(source.name_or_path, config=model_config,
+                                                                   **shared)
+        tokenizer = AutoTokenizer.from_pretrained(source.name_or_path, model_max_length=max_length, **shared)
+        st_config = _sentence_transformers_config(source, shared)
     except OSError as exc:
         raise ModelNotAvailableError(load_failure_message(source, exc, local_files_only=local_files_only)) from None
-    model.eval()
+    model = model.to(resolve_device(device)).eval()
+    activation_fn, activation_name = torch_activation(model.config.to_dict(), st_config)
 
     if source.path is not None:
         logger.info("Local reranker model loaded successfully from: %s", source.path)
     else:
         logger.info("%s model loaded successfully", source.model_id)
-    return model, max_length
+    return LoadedReranker(model, tokenizer, activation_fn, activation_name, max_length, source.name_or_path), \
+        max_length
+
+
+def _sentence_transformers_config(source: ModelSource, shared: dict[str, Any]) -> dict[str, Any] | None:
+    """A folder saved by sentence-transformers (`modules.json`): its `config_sentence_transformers.json`, where
+    CrossEncoder keeps the activation. CrossEncoder reads that file only next to a `modules.json`; so does this.
+    The one layout served is a CrossEncoder's: a single Transformer module at the folder's root."""
+    from transformers.utils import cached_file
+
+    def optional(name: str) -> Any:
+        found = cached_file(source.name_or_path, name, revision=shared["revision"],
+                            local_files_only=shared["local_files_only"], _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)
+        return json.loads(Path(found).read_text(encoding="utf-8")) if found else None
+
+    modules = optional("modules.json")
+    if modules is None:
+        return None
+    if not (isinstance(modules, list) and len(modules) == 1 and modules[0].get("path") in ("", None)
+            and str(modules[0].get("type", "")).endswith(".Transformer")):
+        raise ModelNotAvailableError(
+            f"{source.display} is a sentence-transformers model whose modules.json is not a single Transformer "
+            f"module at its root ({modules!r}); the service serves sequence-classification cross-encoders. Save "
+            "the model with CrossEncoder.save_pretrained, or point RERANK_MODEL at a cross-encoder reranker.")
+    return optional("config_sentence_transformers.json") or {}
+
+
+def torch_activation(config: dict[str, Any], st_config: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """(the activation module, its dotted path): the class the model names (imported as CrossEncoder does with
+    trust_remote_code), else sigmoid for one label and identity for more."""
+    import importlib
+
+    import torch
+
+    from service.engine.activation import configured_activation_name, num_labels
+
+    name = configured_activation_name(config, st_config)
+    if name is None:
+        function = torch.nn.Sigmoid() if num_labels(config) == 1 else torch.nn.Identity()
+        return function, f"{type(function).__module__}.{type(function).__qualname__}"
+    module, _, attribute = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attribute)(), name
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ModelNotAvailableError(f"the model's activation {name!r} cannot be imported: {exc}") from None

@@ -4,7 +4,7 @@
 
 Needs torch, transformers and the `onnx` package (the model stage has them; the slim runtime does not). Steps:
 
-1. The reference: the model loaded as the torch flavour loads it (`load_cross_encoder`: remote code, ALiBi
+1. The reference: the model loaded as the torch flavour loads it (`load_reranker`: remote code, ALiBi
    buffer capped to `max_length`), fp32 scores of the calibration pairs.
 2. The graph. The repository's own `onnx/model.onnx` *matches* when ONNX Runtime loads it, its inputs are
    among input_ids / attention_mask / token_type_ids, it answers one logit per pair, it accepts a pair of
@@ -87,12 +87,12 @@ class Gate:
     it) and its verdict on a candidate graph scored through the ONNX flavour's own path (tokenizers encoder,
     ONNX Runtime backend, numpy activation)."""
 
-    def __init__(self, model_dir: Path, cross_encoder: Any, max_length: int, calibration: Any) -> None:
+    def __init__(self, model_dir: Path, loaded_model: Any, max_length: int, calibration: Any) -> None:
         self.calibration = calibration
         self.max_length = max_length
-        backend, _ = fidelity_gate._make_backend(fidelity_gate.REFERENCE_OPTION, model_dir, lambda: cross_encoder,
+        backend, _ = fidelity_gate._make_backend(fidelity_gate.REFERENCE_OPTION, model_dir, lambda: loaded_model,
                                                  None)
-        engine = fidelity_gate._engine(cross_encoder, backend, max_length)
+        engine = fidelity_gate._engine(loaded_model, backend, max_length)
         self.reference, self.reference_seconds = fidelity_gate._score_calibration(engine, calibration)
 
     def reference_entry(self) -> dict[str, Any]:
@@ -163,19 +163,19 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512, calib
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir)
     from service.calibration import calibration_set
-    from service.model_store import load_cross_encoder
+    from service.model_store import load_reranker
 
     calibration = calibration or calibration_set()
-    cross_encoder, max_length = load_cross_encoder(ModelSource(model_id=model_dir.name, path=model_dir),
+    loaded_model, max_length = load_reranker(ModelSource(model_id=model_dir.name, path=model_dir),
                                                    device="cpu", max_length=max_length, local_files_only=True)
-    gate = Gate(model_dir, cross_encoder, max_length, calibration)
+    gate = Gate(model_dir, loaded_model, max_length, calibration)
     config = read_model_config(ModelSource(model_id=model_dir.name, path=model_dir), local_files_only=True)
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     (out_dir / ONNX_DIR).mkdir(parents=True)
-    write_tokenizer(cross_encoder, model_dir, out_dir)
-    check_tokenizer(cross_encoder, out_dir, max_length, calibration.by_query())
+    write_tokenizer(loaded_model, model_dir, out_dir)
+    check_tokenizer(loaded_model, out_dir, max_length, calibration.by_query())
 
     work = out_dir / ".work"
     work.mkdir()
@@ -202,7 +202,7 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512, calib
     # A fused-attention export, when the model's attention can be fused: same scores (gated), one attention
     # buffer per layer instead of several, which is what lets a worker fit 512 MB.
     candidate, graph_source, attention = None, "", "unfused"
-    if fuse_attention and fusable_attention_modules(cross_encoder.model):
+    if fuse_attention and fusable_attention_modules(loaded_model.model):
         fused = export_onnx(model_dir, work / "fused.onnx", max_length=max_length, fuse_attention=True)
         problem = graph_problem(fused, max_length)
         check = None if problem else gate.judge("onnx-fp32", out_dir, fused)
@@ -275,10 +275,10 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512, calib
     return report
 
 
-def write_tokenizer(cross_encoder: Any, model_dir: Path, out_dir: Path) -> None:
+def write_tokenizer(loaded_model: Any, model_dir: Path, out_dir: Path) -> None:
     """tokenizer.json as the loaded transformers tokenizer has it (normalizer options of tokenizer_config.json
     applied, added tokens included), without truncation or padding state; the config files beside it."""
-    backend = cross_encoder.tokenizer.backend_tokenizer
+    backend = loaded_model.tokenizer.backend_tokenizer
     state = json.loads(backend.to_str())
     state["truncation"], state["padding"] = None, None
     (out_dir / "tokenizer.json").write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
@@ -287,12 +287,12 @@ def write_tokenizer(cross_encoder: Any, model_dir: Path, out_dir: Path) -> None:
             shutil.copyfile(model_dir / name, out_dir / name)
 
 
-def check_tokenizer(cross_encoder: Any, out_dir: Path, max_length: int,
+def check_tokenizer(loaded_model: Any, out_dir: Path, max_length: int,
                     groups: Sequence[tuple[str, list[str]]]) -> None:
     """The tokenizers encoder of the bundle gives the transformers encoder's ids, type ids and truncation."""
     from service.engine.tokenization import PairEncoder
 
-    expected_encoder = PairEncoder(cross_encoder.tokenizer, max_length)
+    expected_encoder = PairEncoder(loaded_model.tokenizer, max_length)
     got_encoder = TokenizersPairEncoder.from_model_dir(out_dir, max_length)
     cases: list[tuple[str, list[str], dict[str, int]]] = []
     for query, documents in groups:

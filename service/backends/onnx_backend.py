@@ -83,17 +83,17 @@ class OnnxBackend:
         self.max_length = int(metadata[MAX_LENGTH_METADATA]) if MAX_LENGTH_METADATA in metadata else None
 
     @classmethod
-    def from_cross_encoder(cls, cross_encoder: Any, *, quantized: bool = False,
+    def from_loaded_model(cls, loaded_model: Any, *, quantized: bool = False,
                            threads: int | None = None) -> OnnxBackend:
         """The ONNX file next to the loaded model: `<model folder>/onnx/model[_quantized].onnx` for a local
         directory, the same path in the model's Hugging Face cache snapshot (same revision) for a Hub id."""
         precision = "int8" if quantized else "fp32"
         filename = FILES[precision]
-        found, where = locate_onnx_file(cross_encoder, filename)
+        found, where = locate_onnx_file(loaded_model, filename)
         if found is None:
-            raise ModelNotAvailableError(missing_onnx_message(cross_encoder, filename, where, quantized))
+            raise ModelNotAvailableError(missing_onnx_message(loaded_model, filename, where, quantized))
         backend = cls(found, precision=precision, threads=threads)
-        max_length = int(getattr(cross_encoder, "max_length", 0) or 0)
+        max_length = int(getattr(loaded_model, "max_length", 0) or 0)
         if backend.max_length is not None and max_length > backend.max_length:
             raise ModelNotAvailableError(
                 f"{found} was exported for at most {backend.max_length} tokens per pair but "
@@ -125,14 +125,14 @@ class OnnxBackend:
         return np.asarray(logits, dtype=np.float32).reshape(len(feeds["input_ids"]), -1)
 
 
-def model_name_or_path(cross_encoder: Any) -> str:
-    config = cross_encoder.model.config
-    return str(getattr(config, "_name_or_path", "") or getattr(cross_encoder, "model_name_or_path", "") or "")
+def model_name_or_path(loaded_model: Any) -> str:
+    config = loaded_model.model.config
+    return str(getattr(config, "_name_or_path", "") or getattr(loaded_model, "model_name_or_path", "") or "")
 
 
-def locate_onnx_file(cross_encoder: Any, filename: str) -> tuple[Path | None, str]:
+def locate_onnx_file(loaded_model: Any, filename: str) -> tuple[Path | None, str]:
     """(the file if present, the model folder or Hub id it was looked for in)."""
-    name = model_name_or_path(cross_encoder)
+    name = model_name_or_path(loaded_model)
     folder = Path(name).expanduser()
     if name and folder.is_dir():
         candidate = folder / ONNX_DIR / filename
@@ -141,7 +141,7 @@ def locate_onnx_file(cross_encoder: Any, filename: str) -> tuple[Path | None, st
         return None, "<unknown model>"
     from huggingface_hub import try_to_load_from_cache
 
-    revision = getattr(cross_encoder.model.config, "_commit_hash", None)
+    revision = getattr(loaded_model.model.config, "_commit_hash", None)
     try:
         cached = try_to_load_from_cache(name, f"{ONNX_DIR}/{filename}", revision=revision)
     except ValueError:  # not a valid repo id
@@ -149,7 +149,7 @@ def locate_onnx_file(cross_encoder: Any, filename: str) -> tuple[Path | None, st
     return (Path(cached) if isinstance(cached, str) else None), name
 
 
-def missing_onnx_message(cross_encoder: Any, filename: str, where: str, quantized: bool) -> str:
+def missing_onnx_message(loaded_model: Any, filename: str, where: str, quantized: bool) -> str:
     relative = f"{ONNX_DIR}/{filename}"
     setting = "RERANK_BACKEND=onnx" + (" with RERANK_PRECISION=int8" if quantized else "")
     quantize = " --quantize" if quantized else ""
@@ -159,7 +159,7 @@ def missing_onnx_message(cross_encoder: Any, filename: str, where: str, quantize
                 f"folder), or export it from the model: "
                 f"{EXPORT_COMMAND.format(path=where, quantize=quantize)}. "
                 f"Or use RERANK_BACKEND=torch.")
-    revision = getattr(cross_encoder.model.config, "_commit_hash", None)
+    revision = getattr(loaded_model.model.config, "_commit_hash", None)
     return (f"{setting} needs {relative} from {where} in the Hugging Face cache, which is not there "
             f"(scripts/download_models.py skips ONNX files). Fetch it with: hf download {where} "
             f"{relative}{f' --revision {revision}' if revision else ''}; or make a local copy "

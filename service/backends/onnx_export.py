@@ -7,7 +7,7 @@ and the `onnx` package (requirements/dev.txt), which onnxruntime's quantizer als
 
 How the graph is made:
 
-* The model is loaded through `service.model_store.load_cross_encoder`, exactly as the service loads it
+* The model is loaded through `service.model_store.load_reranker`, exactly as the service loads it
   (remote code, ALiBi buffer capped to `max_length`), in fp32, and traced with the TorchScript exporter
   (`torch.onnx.export(..., dynamo=False)`). The dynamo exporter would need onnxscript and specialises
   JinaBERT's Python branch on the sequence length; tracing records that branch once and keeps the shapes
@@ -140,16 +140,16 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = DEFAULT_OPSET, 
     import torch
 
     from service.backends.torch_backend import enable_sdpa
-    from service.model_store import ModelSource, load_cross_encoder
+    from service.model_store import ModelSource, load_reranker
 
     onnx = _require_onnx()
     model_dir, out_path = Path(model_dir).resolve(), Path(out_path)
-    cross_encoder, max_length = load_cross_encoder(ModelSource(model_id=model_dir.name, path=model_dir),
+    loaded_model, max_length = load_reranker(ModelSource(model_id=model_dir.name, path=model_dir),
                                                    device="cpu", max_length=max_length)
-    model = cross_encoder.model.float().eval()
+    model = loaded_model.model.float().eval()
     sdpa_modules = enable_sdpa(model) if sdpa else 0
     input_names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in getattr(cross_encoder.tokenizer, "model_input_names", ()):
+    if "token_type_ids" in getattr(loaded_model.tokenizer, "model_input_names", ()):
         input_names.append("token_type_ids")
 
     class LogitsOnly(torch.nn.Module):
@@ -160,7 +160,7 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = DEFAULT_OPSET, 
         def forward(self, *args: torch.Tensor) -> torch.Tensor:
             return self.model(**dict(zip(input_names, args)), return_dict=True).logits
 
-    sample = cross_encoder.tokenizer(
+    sample = loaded_model.tokenizer(
         ["what is a reranker", "where is paris"],
         ["A reranker scores how relevant each document is to a query.", "Paris is in France, on the Seine."],
         padding=True, truncation=True, max_length=max_length, return_tensors="pt")

@@ -52,7 +52,12 @@ def num_labels(config: dict[str, Any]) -> int:
     return int(config.get("num_labels") or 1)
 
 
-def configured_activation_name(config: dict[str, Any]) -> str | None:
+def configured_activation_name(config: dict[str, Any], st_config: dict[str, Any] | None = None) -> str | None:
+    """The activation's dotted path: `config_sentence_transformers.json`'s `activation_fn` (`st_config`: where
+    sentence-transformers 5 saves it, next to `modules.json`; it wins), then config.json's
+    `sentence_transformers.activation_fn` (4.x), then the pre-4.0 `sbert_ce_default_activation_function`."""
+    if isinstance(st_config, dict) and st_config.get("activation_fn"):
+        return str(st_config["activation_fn"])
     st = config.get("sentence_transformers")
     if isinstance(st, dict) and st.get("activation_fn"):
         return str(st["activation_fn"])

@@ -3,7 +3,7 @@ threads, and warms up.
 
 One loader per image flavour, imported only when it is used, so that the ONNX flavour never imports torch:
 
-* `service.engine.torch_engine` (flavour `torch`, the `runtime` image): sentence-transformers' CrossEncoder,
+* `service.engine.torch_engine` (flavour `torch`, the `runtime` image): transformers, loaded as CrossEncoder would,
   served by the torch backend (fp32/bf16) or ONNX Runtime on the files next to it.
 * `service.engine.onnx_engine` (flavour `onnx`, the `runtime-onnx` image): ONNX Runtime + `tokenizers` on the
   model folder's ONNX graph and tokenizer.json; no torch, transformers or sentence-transformers.

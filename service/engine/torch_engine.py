@@ -1,5 +1,6 @@
-"""The torch flavour's loader: sentence-transformers' CrossEncoder (remote code, ALiBi cap), then the torch
-backend (fp32/bf16) or ONNX Runtime on the ONNX files next to the model. Imported only by
+"""The torch flavour's loader: the model as sentence-transformers' CrossEncoder loads it
+(`service.model_store.load_reranker`: remote code, ALiBi cap; sentence-transformers itself is not imported),
+then the torch backend (fp32/bf16) or ONNX Runtime on the ONNX files next to the model. Imported only by
 `service.engine.factory.build_engine` when the flavour is `torch`."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from service.engine.factory import LoadedEngine, engine_options, thread_count, w
 from service.engine.reranker import RerankEngine
 from service.engine.tokenization import PairEncoder
 from service.memory import configure_allocator
-from service.model_store import ModelNotAvailableError, ModelSource, load_cross_encoder, resolve_device
+from service.model_store import ModelNotAvailableError, ModelSource, load_reranker, resolve_device
 from service.settings import Settings
 
 logger = logging.getLogger("service.engine")
@@ -40,19 +41,18 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
     threads = configure_threads(settings)
     source = ModelSource.from_settings(settings)
     device = resolve_device(settings.rerank_device)
-    cross_encoder, max_length = load_cross_encoder(
+    loaded_model, max_length = load_reranker(
         source, device=device, max_length=settings.rerank_max_length,
         local_files_only=settings.is_production)
-    if cross_encoder.num_labels != 1:
+    if loaded_model.num_labels != 1:
         raise ModelNotAvailableError(
-            f"{source.display} has {cross_encoder.num_labels} output labels; a reranker needs exactly one "
+            f"{source.display} has {loaded_model.num_labels} output labels; a reranker needs exactly one "
             "relevance logit. Point RERANK_MODEL at a cross-encoder reranker.")
     verdict, verdict_problem = load_verdict(source)
     choice = choose_backend(backend=settings.rerank_backend, precision=settings.rerank_precision, device=device,
                             verdict=verdict, verdict_problem=verdict_problem, model_dir=model_directory(source))
-    backend = _make_backend(choice, cross_encoder, device)
-    activation = _activation(cross_encoder.activation_fn)
-    engine = RerankEngine(PairEncoder(cross_encoder.tokenizer, max_length), backend, activation,
+    backend = _make_backend(choice, loaded_model, device)
+    engine = RerankEngine(PairEncoder(loaded_model.tokenizer, max_length), backend, loaded_model.activate,
                           **engine_options(settings, choice.backend, choice.precision))
     warm_up_and_start(engine)
     load_seconds = time.perf_counter() - started
@@ -62,9 +62,10 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
         "model": source.model_id if source.path is None else source.path.name,
         "model_id": source.model_id,
         "model_path": str(source.path) if source.path else None,
-        "revision": source.revision or _commit_hash(cross_encoder),
+        "revision": source.revision or _commit_hash(loaded_model),
         "device": device,
         "max_length": max_length,
+        "activation": loaded_model.activation_name,
         "flavour": "torch",
         "backend": choice.backend,
         "precision": choice.precision,
@@ -81,22 +82,14 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
     return LoadedEngine(engine, info)
 
 
-def _make_backend(choice: BackendChoice, cross_encoder, device: str):
+def _make_backend(choice: BackendChoice, loaded_model, device: str):
     if choice.backend == "onnx":
         from service.backends.onnx_backend import OnnxBackend
 
-        return OnnxBackend.from_cross_encoder(cross_encoder, quantized=choice.precision == "int8")
-    return TorchBackend(cross_encoder.model, device=device, precision=choice.precision,
-                        sample=sample_features(cross_encoder.tokenizer, int(cross_encoder.max_length or 512)))
+        return OnnxBackend.from_loaded_model(loaded_model, quantized=choice.precision == "int8")
+    return TorchBackend(loaded_model.model, device=device, precision=choice.precision,
+                        sample=sample_features(loaded_model.tokenizer, int(loaded_model.max_length or 512)))
 
 
-def _activation(activation_fn):
-    def apply(logits):
-        with torch.inference_mode():
-            return activation_fn(torch.from_numpy(logits)).numpy()
-
-    return apply
-
-
-def _commit_hash(cross_encoder) -> str | None:
-    return getattr(cross_encoder.model.config, "_commit_hash", None)
+def _commit_hash(loaded_model) -> str | None:
+    return getattr(loaded_model.model.config, "_commit_hash", None)

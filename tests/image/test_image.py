@@ -28,11 +28,11 @@ TWO_GB = 2 * 1000**3
 
 LOAD_OFFLINE = (
     "import json; from service.settings import load_settings; "
-    "from service.model_store import ModelSource, load_cross_encoder; s = load_settings(); "
-    "m, n = load_cross_encoder(ModelSource.from_settings(s), max_length=s.rerank_max_length, "
+    "from service.model_store import ModelSource, load_reranker; s = load_settings(); "
+    "m, n = load_reranker(ModelSource.from_settings(s), max_length=s.rerank_max_length, "
     "local_files_only=True); "
     "print(json.dumps({'path': str(s.model_path), 'max_length': n, "
-    "'score': float(m.predict([('a query', 'a document')])[0])}))"
+    "'score': m.score([('a query', 'a document')])[0]}))"
 )
 
 
@@ -155,6 +155,13 @@ def test_torch_is_a_cpu_build_and_requirements_are_consistent(host):
     assert "+cpu" in packages["torch"]["version"]
     assert not [name for name in packages if name.startswith("nvidia-")]
     assert host.pip.check(pip_path="/opt/venv/bin/pip").rc == 0
+
+
+def test_no_sentence_transformers_scikit_learn_or_scipy(host):
+    """The service loads with transformers alone; these three would cost every worker 85 MiB of RSS (transformers
+    imports scikit-learn whenever it is installed) and the image ~200 MB."""
+    packages = host.pip.get_packages(pip_path="/opt/venv/bin/pip")
+    assert not {"sentence-transformers", "scikit-learn", "scipy"} & {name.lower() for name in packages}
 
 
 # ---- serving -----------------------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ def test_hub_id_looks_in_the_cache_snapshot_of_the_loaded_revision(tmp_path, mon
                                                                         _commit_hash=commit)), max_length=512)
     with pytest.raises(ModelNotAvailableError,
                        match=r"hf download org/reranker onnx/model\.onnx --revision a{40}"):
-        OnnxBackend.from_cross_encoder(fake)
+        OnnxBackend.from_loaded_model(fake)
     from service.backends.onnx_backend import locate_onnx_file
 
     (snapshot / "onnx" / "model.onnx").write_bytes(b"")

@@ -15,8 +15,6 @@ import math
 import random
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ from service.engine.onnx_engine import choose_onnx_precision  # noqa: E402
 from service.engine.tokenization import PairEncoder, TokenizersPairEncoder  # noqa: E402
 from service.model_store import ModelNotAvailableError  # noqa: E402
 from service.settings import PROJECT_ROOT, SettingsError, load_settings  # noqa: E402
+from tests.support.blocked_imports import run_service_without  # noqa: E402
 from tests.support.model_factory import english_like_query, english_like_text  # noqa: E402
 
 BANNED = ("torch", "transformers", "sentence_transformers")
@@ -63,49 +62,10 @@ def _workload(n: int, seed: int) -> tuple[str, list[str]]:
 
 # ---- no torch -------------------------------------------------------------------------------------------------
 
-SLIM_SERVICE = """
-import importlib.abc, json, sys, time
-BANNED = {banned!r}
-
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BANNED:
-            raise ImportError(f"the ONNX flavour imported {{name}}")
-
-sys.meta_path.insert(0, Refuse())
-from fastapi.testclient import TestClient
-import service.__main__
-from service.main import create_app
-from service.settings import load_settings
-
-app = create_app(load_settings(RERANK_MODEL_PATH={model!r}, ENVIRONMENT="production", RERANK_API_KEYS="k"))
-answers = {{}}
-with TestClient(app, headers={{"Authorization": "Bearer k"}}) as client:
-    for _ in range(600):
-        health = client.get("/api/health/")
-        if health.status_code == 200:
-            break
-        time.sleep(0.05)
-    answers["health"] = health.json()
-    answers["v1"] = client.post("/v1/rerank", json={{"query": "capital of France",
-                                 "documents": ["Paris is the capital.", "Bananas are yellow."]}}).json()
-    answers["v2"] = client.post("/v2/rerank", json={{"model": "m", "query": "q", "documents": ["a b", "c"],
-                                 "max_tokens_per_doc": 1}}).json()
-    answers["tei"] = client.post("/rerank", json={{"query": "q", "texts": ["a", "b"], "truncate": False}}).json()
-    answers["info"] = client.get("/info").json()
-answers["banned_loaded"] = sorted(m for m in sys.modules if m.split(".")[0] in BANNED)
-print(json.dumps(answers))
-"""
-
-
 def test_the_slim_service_never_imports_torch(alibi_onnx_model):
     """Run in a fresh interpreter, with RERANK_FLAVOUR from the environment as the image sets it."""
-    code = SLIM_SERVICE.format(banned=BANNED, model=str(alibi_onnx_model))
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            timeout=300, env={"PATH": "/usr/bin:/bin", "RERANK_FLAVOUR": "onnx",
-                                              "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 0, result.stderr[-4000:]
-    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    result, answers = run_service_without(BANNED, alibi_onnx_model, {"RERANK_FLAVOUR": "onnx", "HF_HUB_OFFLINE": "1"})
+    assert answers is not None, result.stderr[-4000:]
     assert answers["banned_loaded"] == []
     assert answers["health"]["status"] == "healthy"
     assert (answers["info"]["flavour"], answers["info"]["backend"]) == ("onnx", "onnx")
@@ -116,9 +76,7 @@ def test_the_slim_service_never_imports_torch(alibi_onnx_model):
 
 def test_the_check_itself_catches_a_torch_import(alibi_onnx_model):
     """The same harness with the torch flavour must fail: the blocker is real."""
-    code = SLIM_SERVICE.format(banned=BANNED, model=str(alibi_onnx_model))
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            timeout=300, env={"PATH": "/usr/bin:/bin", "RERANK_FLAVOUR": "torch"})
+    result, _ = run_service_without(BANNED, alibi_onnx_model, {"RERANK_FLAVOUR": "torch"})
     assert result.returncode != 0 or '"status": "healthy"' not in result.stdout
     assert "imported torch" in (result.stdout + result.stderr) or "failed" in result.stdout
 

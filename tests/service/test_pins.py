@@ -25,7 +25,7 @@ def test_jinabert_model_methods_still_exist():
 
 def _pins() -> dict[str, str]:
     pins = {}
-    for name in ("torch.txt", "service.txt"):
+    for name in ("torch.txt", "service.txt", "dev.txt"):
         for line in (PROJECT_ROOT / "requirements" / name).read_text().splitlines():
             match = re.match(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", line)
             if match:
