@@ -157,8 +157,9 @@ def render(results: dict[str, Any]) -> str:
         add("|---|---|---|---|---|---|---|---|---|")
         for r in results["soak"]:
             container = f"{r['container_peak_mib']:,.0f} MiB" if r.get("container_peak_mib") else "–"
+            reasons = ", ".join(f"{n} x {why}" for why, n in (r.get("failure_reasons") or {}).items())
             add(f"| {r['precision']} | {r['where']} | {r['capacity_rps']:.2f} | {r['requests']} / {r['seconds']} | "
-                f"{r['failures']} | {r['peak_rss_mib']:,.0f} MiB | {r['end_rss_mib']:,.0f} MiB | {container} | "
+                f"{r['failures']}{f' ({reasons})' if reasons else ''} | {r['peak_rss_mib']:,.0f} MiB | {r['end_rss_mib']:,.0f} MiB | {container} | "
                 f"{r['error'] or ''} |")
         add("")
     if results.get("gate"):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class SoakResult:
     target_rps: float = 0.0
     requests: int = 0
     failures: int = 0
+    failure_reasons: dict[str, int] = field(default_factory=dict)  # "429", "503", "transport", "wrong answer"
     seconds: float = 0.0
     peak_rss_mib: float = 0.0  # VmHWM of the worker process
     end_rss_mib: float = 0.0
@@ -133,11 +135,13 @@ def _body(request) -> dict[str, Any]:
     return {"query": request.query, "documents": list(request.documents), "return_documents": False}
 
 
-def _drive(url: str, requests: list, *, rate: float | None, seconds: float, clients: int) -> tuple[int, int, float]:
+def _drive(url: str, requests: list, *, rate: float | None, seconds: float, clients: int,
+           reasons: Counter | None = None) -> tuple[int, int, float]:
     """`clients` threads send `requests` round-robin for `seconds`, paced to `rate` req/s in all (None: as fast
-    as answered). Returns (answered, failed, wall seconds)."""
+    as answered). Returns (answered, failed, wall seconds); `reasons` counts why requests failed."""
     lock = threading.Lock()
     state = {"next": 0, "ok": 0, "failed": 0}
+    reasons = Counter() if reasons is None else reasons
     started = time.monotonic()
     interval = clients / rate if rate else 0.0
 
@@ -151,11 +155,18 @@ def _drive(url: str, requests: list, *, rate: float | None, seconds: float, clie
                 request = requests[index % len(requests)]
                 try:
                     response = client.post(url + "/v1/rerank", json=_body(request))
-                    good = response.status_code == 200 and len(response.json()["results"]) == len(request.documents)
-                except httpx.HTTPError:
-                    good = False
+                    if response.status_code != 200:
+                        reason = str(response.status_code)
+                    elif len(response.json()["results"]) != len(request.documents):
+                        reason = "wrong answer"
+                    else:
+                        reason = None
+                except httpx.HTTPError as exc:
+                    reason = f"transport ({type(exc).__name__})"
                 with lock:
-                    state["ok" if good else "failed"] += 1
+                    state["failed" if reason else "ok"] += 1
+                    if reason:
+                        reasons[reason] += 1
                 pause = interval - (time.monotonic() - begun)
                 if pause > 0:
                     time.sleep(pause)
@@ -189,7 +200,10 @@ def soak_one(target, precision: str, where: str, seconds: float, clients: int = 
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        ok, failed, wall = _drive(url, mixed, rate=result.target_rps, seconds=seconds, clients=clients)
+        reasons: Counter = Counter()
+        ok, failed, wall = _drive(url, mixed, rate=result.target_rps, seconds=seconds, clients=clients,
+                                  reasons=reasons)
+        result.failure_reasons = dict(reasons)
         stop.set()
         sampler.join()
         result.requests, result.failures, result.seconds = ok, failed, round(wall, 1)
@@ -205,6 +219,10 @@ def soak_one(target, precision: str, where: str, seconds: float, clients: int = 
     finally:
         target.stop()
     return result
+
+
+def _reasons(result: SoakResult) -> str:
+    return f": {', '.join(f'{n} x {why}' for why, n in result.failure_reasons.items())}" if result.failures else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         result = soak_one(target, precision, where, args.seconds)
         results.append(result)
         print(f"{precision:>5} [{where}]: capacity {result.capacity_rps:.2f} req/s (W2), {result.requests} mixed "
-              f"requests in {result.seconds} s ({result.failures} failed); peak RSS per worker "
+              f"requests in {result.seconds} s ({result.failures} failed{_reasons(result)}); peak RSS per worker "
               f"{result.peak_rss_mib:,.0f} MiB, at the end {result.end_rss_mib:,.0f} MiB"
               + (f"; ERROR {result.error}" if result.error else ""), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)

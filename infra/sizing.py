@@ -43,13 +43,14 @@ FOOTPRINTS: dict[str, Footprint] = {
     # Measured 2026-12-01 in the `runtime` image built with the JinaBERT-shaped test model (same shapes as
     # jina-reranker-v1-tiny-en: 4 layers, hidden 384, 12 heads, ALiBi capped at 512), one worker, default batch
     # budgets (fp32 1,536, bf16 1,024 tokens), for each precision `auto` can pick (benchmarks/RESULTS.md):
-    #   python -m benchmarks.soak (60 s, mixed W1/W2 at the measured capacity): peak RSS (VmHWM) of the worker
-    #     fp32 590 MiB = 619 MB, bf16 660 MiB = 692 MB;
-    #   python -m benchmarks.flavours --soak 60 (60 s of W1 only, 100 documents per request): fp32 709 MB.
-    # bf16 peaked 73 MB above fp32 under mixed traffic; on W1 alone that puts it near 780 MB. Rounded up: 800 MB.
-    # (The earlier 550 MB was one request's cgroup peak, not a soak: a stack sized at 700 MB would be
-    # OOM-killed under load.)
-    "torch": Footprint("torch", "runtime", worker_mb=800, headroom_mb=150, measured=True),
+    #   python -m benchmarks.soak (60 s, mixed W1/W2 at the measured capacity), two runs: peak RSS (VmHWM) of the
+    #     worker fp32 572-599 MiB = 600-628 MB, bf16 567-578 MiB = 595-606 MB;
+    #   python -m benchmarks.flavours --soak 60 (60 s of W1 only, 100 documents per request): fp32 605 MB.
+    # The largest, 628 MB, rounded up: 650 MB. (It was 800 MB while the image carried sentence-transformers:
+    # transformers imports scikit-learn and SciPy whenever they are installed, 85 MiB per worker; bf16 then
+    # peaked 73 MB above fp32, now at or below it. The first figure, 550 MB, was one request's cgroup peak, not
+    # a soak.)
+    "torch": Footprint("torch", "runtime", worker_mb=650, headroom_mb=150, measured=True),
     # Measured 2026-12-01 by `python -m benchmarks.flavours --soak 60` (benchmarks/RESULTS.md, flavours.json) on
     # the `runtime-onnx` image built with the same JinaBERT-shaped model (fused attention, fp32, 2,048-token
     # batches), hardened, under --memory 512m: after 60 s of W1 (100 documents of 50-300 words) from 2 clients,

@@ -196,7 +196,7 @@ CASES = {
     ),
     "too little memory": (
         {"memoryMb": "600"},
-        ["reranker:memoryMb=600 is too small for 1 worker x 800 MB + 150 MB headroom; set memoryMb >= 950"],
+        ["reranker:memoryMb=600 is too small for 1 worker x 650 MB + 150 MB headroom; set memoryMb >= 800"],
     ),
     "a CPU count Cloud Run does not offer": (
         {"cpus": "3"},

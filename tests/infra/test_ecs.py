@@ -210,7 +210,7 @@ def test_https_private_fixed_size_and_an_existing_vpc():
         ]
         assert r.of_type(SCALING_TARGET) == [] and r.of_type(SCALING_POLICY) == []
         assert r.one(SERVICE).inputs["desiredCount"] == 1
-        # Derived from sizing: 1 worker -> 1 vCPU; 950 MB -> the smallest 1 vCPU task, 2048 MB.
+        # Derived from sizing: 1 worker -> 1 vCPU; 800 MB -> the smallest 1 vCPU task, 2048 MB.
         assert (r.one(TASK).inputs["cpu"], r.one(TASK).inputs["memory"]) == ("1024", "2048")
         assert outputs["url"].startswith("https://")
 
@@ -249,7 +249,7 @@ CASES = {
     ),
     "too little memory": (
         {"memoryMb": "512"},
-        ["reranker:memoryMb=512 is too small for 1 worker x 800 MB + 150 MB headroom; set memoryMb >= 950"],
+        ["reranker:memoryMb=512 is too small for 1 worker x 650 MB + 150 MB headroom; set memoryMb >= 800"],
     ),
     "a CPU size Fargate does not have": (
         {"cpus": "3"},

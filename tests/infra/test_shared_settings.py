@@ -29,7 +29,7 @@ def test_each_flavour_has_a_footprint_and_a_build_target():
     assert sizing.FLAVOURS == ("torch", "onnx")
     torch, onnx = sizing.footprint("torch"), sizing.footprint("onnx")
     assert (torch.worker_mb, torch.headroom_mb, torch.build_target, torch.measured) == (
-        800,
+        650,
         150,
         "runtime",
         True,
@@ -261,7 +261,7 @@ CASES = {
         "prod",
         prod(renderPlan="starter", memoryMb=""),
         [
-            "reranker:renderPlan=starter (512 MB) cannot hold 1 worker(s) x 800 MB + 150 MB headroom = 950 MB; "
+            "reranker:renderPlan=starter (512 MB) cannot hold 1 worker(s) x 650 MB + 150 MB headroom = 800 MB; "
             "use standard (pulumi config set renderPlan standard)"
         ],
     ),
@@ -269,7 +269,7 @@ CASES = {
         "dev",
         {"set": {"memoryMb": "600"}},
         [
-            "reranker:memoryMb=600 is too small for 1 worker x 800 MB + 150 MB headroom; set memoryMb >= 950",
+            "reranker:memoryMb=600 is too small for 1 worker x 650 MB + 150 MB headroom; set memoryMb >= 800",
             "(the onnx image flavour fits: pulumi config set imageFlavour onnx)",
         ],
     ),

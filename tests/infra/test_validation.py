@@ -30,19 +30,19 @@ CASES = {
         "dev",
         {"set": {"memoryMb": "512", "workers": "2"}},
         [
-            "reranker:memoryMb=512 is too small for 2 workers x 800 MB + 150 MB headroom; "
-            "set memoryMb >= 1750 (pulumi config set memoryMb 1750)"
+            "reranker:memoryMb=512 is too small for 2 workers x 650 MB + 150 MB headroom; "
+            "set memoryMb >= 1450 (pulumi config set memoryMb 1450)"
         ],
     ),
     "memory below one worker names the single-worker size": (
         "dev",
         {"set": {"memoryMb": "512"}},
-        ["reranker:memoryMb=512 is too small for 1 worker x 800 MB + 150 MB headroom; set memoryMb >= 950"],
+        ["reranker:memoryMb=512 is too small for 1 worker x 650 MB + 150 MB headroom; set memoryMb >= 800"],
     ),
     "too many workers for the memory suggests fewer": (
         "dev",
         {"set": {"memoryMb": "1024", "workers": "3"}},
-        ["set memoryMb >= 2550", "or lower workers to 1 (pulumi config set workers 1)"],
+        ["set memoryMb >= 2100", "or lower workers to 1 (pulumi config set workers 1)"],
     ),
     "prod without its secrets": (
         "prod",
@@ -96,7 +96,7 @@ CASES = {
         prod(renderPlan="starter", memoryMb="600", workers="1"),
         [
             "reranker:renderPlan=starter (512 MB) cannot hold "
-            "1 worker(s) x 800 MB + 150 MB headroom = 950 MB; "
+            "1 worker(s) x 650 MB + 150 MB headroom = 800 MB; "
             "use standard (pulumi config set renderPlan standard)"
         ],
     ),
