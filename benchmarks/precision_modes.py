@@ -43,7 +43,7 @@ def measure(model_path: Path, requests: int) -> list[dict]:
                                   ("bf16-autocast", "bf16", "autocast"), ("fp32 (again)", "fp32", "weights")):
         gc.collect()
         loaded_model, max_length = load_reranker(ModelSource(model_id=model_path.name, path=model_path),
-                                                       max_length=512)
+                                                 max_length=512)
         backend = TorchBackend(loaded_model.model, precision=precision, bf16_mode=mode,
                                sample=sample_features(loaded_model.tokenizer))
         engine = _engine(loaded_model, backend, max_length)

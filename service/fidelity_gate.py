@@ -456,7 +456,7 @@ def run_gate(model_dir: Path | str, *, max_length: int = 512, options: Sequence[
 
     def load():
         loaded_model, effective = load_reranker(source, device="cpu", max_length=max_length,
-                                                      local_files_only=True)
+                                                local_files_only=True)
         state["max_length"] = effective
         return loaded_model
 

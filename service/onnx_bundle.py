@@ -42,7 +42,7 @@ import numpy as np
 
 from service import fidelity_gate
 from service.backends.onnx_backend import FILES, INT64_INPUTS, ONNX_DIR, OnnxBackend
-from service.engine.activation import activation_from_config
+from service.engine.activation import activation_from_config, sentence_transformers_config
 from service.engine.reranker import RerankEngine
 from service.engine.tokenization import TokenizersPairEncoder
 from service.model_store import ModelSource, read_model_config
@@ -50,7 +50,10 @@ from service.model_store import ModelSource, read_model_config
 logger = logging.getLogger("service.onnx_bundle")
 
 FIDELITY_FILE = fidelity_gate.VERDICT_FILE
-COPIED_FILES = ("config.json", "tokenizer_config.json", "special_tokens_map.json")
+# modules.json and config_sentence_transformers.json: where a folder saved by sentence-transformers 5 names its
+# activation (service/engine/activation.py).
+COPIED_FILES = ("config.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
+                "config_sentence_transformers.json")
 BATCH_TOKENS = 4096
 
 
@@ -78,7 +81,7 @@ def onnx_engine_for(folder: Path, model_file: Path, max_length: int, precision: 
     backend = OnnxBackend(model_file, precision=precision, threads=threads)
     encoder = TokenizersPairEncoder.from_model_dir(folder, max_length,
                                                    with_token_type_ids="token_type_ids" in backend.input_names)
-    activation, _ = activation_from_config(config)
+    activation, _ = activation_from_config(config, sentence_transformers_config(folder))
     return RerankEngine(encoder, backend, activation, batch_tokens=BATCH_TOKENS, max_wait_s=0)
 
 
@@ -167,7 +170,7 @@ def build_bundle(model_dir: Path, out_dir: Path, *, max_length: int = 512, calib
 
     calibration = calibration or calibration_set()
     loaded_model, max_length = load_reranker(ModelSource(model_id=model_dir.name, path=model_dir),
-                                                   device="cpu", max_length=max_length, local_files_only=True)
+                                             device="cpu", max_length=max_length, local_files_only=True)
     gate = Gate(model_dir, loaded_model, max_length, calibration)
     config = read_model_config(ModelSource(model_id=model_dir.name, path=model_dir), local_files_only=True)
 

@@ -84,7 +84,7 @@ class OnnxBackend:
 
     @classmethod
     def from_loaded_model(cls, loaded_model: Any, *, quantized: bool = False,
-                           threads: int | None = None) -> OnnxBackend:
+                          threads: int | None = None) -> OnnxBackend:
         """The ONNX file next to the loaded model: `<model folder>/onnx/model[_quantized].onnx` for a local
         directory, the same path in the model's Hugging Face cache snapshot (same revision) for a Hub id."""
         precision = "int8" if quantized else "fp32"

@@ -145,7 +145,7 @@ def export_onnx(model_dir: Path, out_path: Path, *, opset: int = DEFAULT_OPSET, 
     onnx = _require_onnx()
     model_dir, out_path = Path(model_dir).resolve(), Path(out_path)
     loaded_model, max_length = load_reranker(ModelSource(model_id=model_dir.name, path=model_dir),
-                                                   device="cpu", max_length=max_length)
+                                             device="cpu", max_length=max_length)
     model = loaded_model.model.float().eval()
     sdpa_modules = enable_sdpa(model) if sdpa else 0
     input_names = ["input_ids", "attention_mask"]

@@ -1,13 +1,16 @@
 """The activation applied to a reranker's logits, from the model's config.json, in numpy (no torch).
 
-The same rule as sentence-transformers' CrossEncoder (`get_default_activation_fn`): the function the config
-names under `sentence_transformers.activation_fn` (or the pre-4.0 `sbert_ce_default_activation_function`);
-otherwise sigmoid for one label, identity for more. Only the torch activations with a numpy twin here are
+The same rule as sentence-transformers' CrossEncoder (`get_default_activation_fn`): the function a folder saved
+by sentence-transformers 5 names in `config_sentence_transformers.json`, else the one config.json names under
+`sentence_transformers.activation_fn` (or the pre-4.0 `sbert_ce_default_activation_function`); otherwise sigmoid
+for one label, identity for more. Only the torch activations with a numpy twin here are
 accepted; any other name is a startup error naming it (the torch flavour runs arbitrary ones)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,9 +68,19 @@ def configured_activation_name(config: dict[str, Any], st_config: dict[str, Any]
     return str(legacy) if legacy else None
 
 
-def activation_from_config(config: dict[str, Any]) -> tuple[Activation, str]:
+def sentence_transformers_config(folder: Path) -> dict[str, Any] | None:
+    """A model folder saved by sentence-transformers (it has `modules.json`): its
+    `config_sentence_transformers.json` ({} when absent). None for a plain transformers folder, where
+    CrossEncoder does not read that file either."""
+    if not (folder / "modules.json").is_file():
+        return None
+    st_file = folder / "config_sentence_transformers.json"
+    return json.loads(st_file.read_text(encoding="utf-8")) if st_file.is_file() else {}
+
+
+def activation_from_config(config: dict[str, Any], st_config: dict[str, Any] | None = None) -> tuple[Activation, str]:
     """(the activation, its name for /info)."""
-    name = configured_activation_name(config)
+    name = configured_activation_name(config, st_config)
     if name is None:
         return (sigmoid, "sigmoid") if num_labels(config) == 1 else (identity, "identity")
     if name not in NUMPY_ACTIVATIONS:

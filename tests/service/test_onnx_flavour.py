@@ -23,7 +23,8 @@ import pytest
 pytest.importorskip("onnx", reason="the exporter needs the onnx package (requirements/onnx-export.txt)")
 
 from service.backends.onnx_export import export_onnx  # noqa: E402
-from service.engine.activation import activation_from_config, identity, sigmoid  # noqa: E402
+from service.engine.activation import (activation_from_config, identity, sentence_transformers_config,  # noqa: E402
+                                       sigmoid)
 from service.engine.factory import build_engine, resolve_flavour  # noqa: E402
 from service.engine.onnx_engine import choose_onnx_precision  # noqa: E402
 from service.engine.tokenization import PairEncoder, TokenizersPairEncoder  # noqa: E402
@@ -106,6 +107,31 @@ def test_onnx_flavour_scores_equal_the_torch_flavour(model, request):
     finally:
         onnx.engine.stop()
         torch.engine.stop()
+
+
+def test_both_flavours_apply_the_activation_a_sentence_transformers_folder_names(bert_onnx_model, tmp_path):
+    """A folder saved by sentence-transformers 5 with Identity (modules.json + config_sentence_transformers.json
+    naming it): both flavours serve raw logits, equal to CrossEncoder.predict's."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    folder = tmp_path / "st-saved"
+    CrossEncoder(str(bert_onnx_model), activation_fn=torch.nn.Identity()).save_pretrained(str(folder))
+    shutil.copytree(bert_onnx_model / "onnx", folder / "onnx")
+    assert (folder / "modules.json").is_file()
+    query, documents = _workload(12, seed=5)
+    reference = CrossEncoder(str(folder), max_length=512, device="cpu").predict([(query, d) for d in documents])
+    engines = {flavour: build_engine(load_settings(RERANK_MODEL_PATH=str(folder), RERANK_FLAVOUR=flavour,
+                                                   RERANK_PRECISION="fp32")) for flavour in ("onnx", "torch")}
+    try:
+        assert engines["onnx"].info["activation"] == "identity"
+        assert engines["torch"].info["activation"] == "torch.nn.modules.linear.Identity"
+        assert (reference < 0).any()  # raw logits, not probabilities
+        for loaded in engines.values():
+            np.testing.assert_allclose(loaded.engine.rerank_now(query, documents).relevance, reference, atol=1e-4)
+    finally:
+        for loaded in engines.values():
+            loaded.engine.stop()
 
 
 @pytest.mark.parametrize("model", ["alibi", "bert"])
@@ -218,6 +244,21 @@ def test_activation_follows_the_config_like_cross_encoder():
     assert sigmoid(logits)[0] > 0  # as torch.sigmoid: tiny, not 0
     with pytest.raises(ValueError, match="mymodule.Softplus.*torch flavour"):
         activation_from_config({"sentence_transformers": {"activation_fn": "mymodule.Softplus"}})
+
+
+def test_a_folder_saved_by_sentence_transformers_names_its_activation(tmp_path):
+    """config_sentence_transformers.json names the activation, and wins, only next to a modules.json (as in
+    CrossEncoder); the torch flavour follows the same rule (tests/service/test_model_loading.py)."""
+    named = {"sentence_transformers": {"activation_fn": "torch.nn.modules.activation.Tanh"}}
+    (tmp_path / "config_sentence_transformers.json").write_text(
+        json.dumps({"activation_fn": "torch.nn.modules.linear.Identity"}))
+    assert sentence_transformers_config(tmp_path) is None
+    assert activation_from_config(named, sentence_transformers_config(tmp_path))[1] == "tanh"
+    (tmp_path / "modules.json").write_text("[]")
+    assert activation_from_config(named, sentence_transformers_config(tmp_path))[1] == "identity"
+    (tmp_path / "config_sentence_transformers.json").unlink()
+    assert sentence_transformers_config(tmp_path) == {}
+    assert activation_from_config({"num_labels": 1}, {})[1] == "sigmoid"
 
 
 def test_missing_graph_and_two_label_models_are_refused_with_the_fix(bert_model_dir, bert_onnx_model, tmp_path):
