@@ -271,27 +271,22 @@ def load_reranker(source: ModelSource, *, device: str = "cpu", max_length: int =
 
 
 def _sentence_transformers_config(source: ModelSource, shared: dict[str, Any]) -> dict[str, Any] | None:
-    """A folder saved by sentence-transformers (`modules.json`): its `config_sentence_transformers.json`, where
-    CrossEncoder keeps the activation. CrossEncoder reads that file only next to a `modules.json`; so does this.
-    The one layout served is a CrossEncoder's: a single Transformer module at the folder's root."""
+    """`service.engine.activation.sentence_transformers_config` on the model's files, local or from the Hub (its
+    cache), where CrossEncoder keeps the activation of a folder it saved."""
     from transformers.utils import cached_file
 
-    def optional(name: str) -> Any:
+    from service.engine.activation import NotACrossEncoderError, sentence_transformers_config
+
+    def read_json(name: str) -> Any:
         found = cached_file(source.name_or_path, name, revision=shared["revision"],
                             local_files_only=shared["local_files_only"], _raise_exceptions_for_missing_entries=False,
                             _raise_exceptions_for_connection_errors=False)
         return json.loads(Path(found).read_text(encoding="utf-8")) if found else None
 
-    modules = optional("modules.json")
-    if modules is None:
-        return None
-    if not (isinstance(modules, list) and len(modules) == 1 and modules[0].get("path") in ("", None)
-            and str(modules[0].get("type", "")).endswith(".Transformer")):
-        raise ModelNotAvailableError(
-            f"{source.display} is a sentence-transformers model whose modules.json is not a single Transformer "
-            f"module at its root ({modules!r}); the service serves sequence-classification cross-encoders. Save "
-            "the model with CrossEncoder.save_pretrained, or point RERANK_MODEL at a cross-encoder reranker.")
-    return optional("config_sentence_transformers.json") or {}
+    try:
+        return sentence_transformers_config(read_json, source.display)
+    except NotACrossEncoderError as exc:
+        raise ModelNotAvailableError(str(exc)) from None
 
 
 def torch_activation(config: dict[str, Any], st_config: dict[str, Any] | None = None) -> tuple[Any, str]:

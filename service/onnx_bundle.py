@@ -42,7 +42,7 @@ import numpy as np
 
 from service import fidelity_gate
 from service.backends.onnx_backend import FILES, INT64_INPUTS, ONNX_DIR, OnnxBackend
-from service.engine.activation import activation_from_config, sentence_transformers_config
+from service.engine.activation import activation_from_config, folder_json, sentence_transformers_config
 from service.engine.reranker import RerankEngine
 from service.engine.tokenization import TokenizersPairEncoder
 from service.model_store import ModelSource, read_model_config
@@ -81,7 +81,7 @@ def onnx_engine_for(folder: Path, model_file: Path, max_length: int, precision: 
     backend = OnnxBackend(model_file, precision=precision, threads=threads)
     encoder = TokenizersPairEncoder.from_model_dir(folder, max_length,
                                                    with_token_type_ids="token_type_ids" in backend.input_names)
-    activation, _ = activation_from_config(config, sentence_transformers_config(folder))
+    activation, _ = activation_from_config(config, sentence_transformers_config(folder_json(folder), str(folder)))
     return RerankEngine(encoder, backend, activation, batch_tokens=BATCH_TOKENS, max_wait_s=0)
 
 

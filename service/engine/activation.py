@@ -68,14 +68,34 @@ def configured_activation_name(config: dict[str, Any], st_config: dict[str, Any]
     return str(legacy) if legacy else None
 
 
-def sentence_transformers_config(folder: Path) -> dict[str, Any] | None:
-    """A model folder saved by sentence-transformers (it has `modules.json`): its
-    `config_sentence_transformers.json` ({} when absent). None for a plain transformers folder, where
-    CrossEncoder does not read that file either."""
-    if not (folder / "modules.json").is_file():
+class NotACrossEncoderError(ValueError):
+    """The model is a sentence-transformers pipeline other than a cross-encoder."""
+
+
+def folder_json(folder: Path) -> Callable[[str], Any]:
+    """A reader for `sentence_transformers_config`: the parsed JSON file `name` of a local folder, or None."""
+    def read(name: str) -> Any:
+        path = folder / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    return read
+
+
+def sentence_transformers_config(read_json: Callable[[str], Any], model: str) -> dict[str, Any] | None:
+    """A model saved by sentence-transformers (it has `modules.json`): its `config_sentence_transformers.json`
+    ({} when absent). None for a plain transformers model, where CrossEncoder does not read that file either.
+    `read_json(name)` is the parsed file or None (`folder_json`, or the Hub's cache in service.model_store).
+    The one layout served is a CrossEncoder's: a single Transformer module at the model's root."""
+    modules = read_json("modules.json")
+    if modules is None:
         return None
-    st_file = folder / "config_sentence_transformers.json"
-    return json.loads(st_file.read_text(encoding="utf-8")) if st_file.is_file() else {}
+    if not (isinstance(modules, list) and len(modules) == 1 and modules[0].get("path") in ("", None)
+            and str(modules[0].get("type", "")).endswith(".Transformer")):
+        raise NotACrossEncoderError(
+            f"{model} is a sentence-transformers model whose modules.json is not a single Transformer module at "
+            f"its root ({modules!r}); the service serves sequence-classification cross-encoders. Save the model "
+            "with CrossEncoder.save_pretrained, or point RERANK_MODEL at a cross-encoder reranker.")
+    return read_json("config_sentence_transformers.json") or {}
 
 
 def activation_from_config(config: dict[str, Any], st_config: dict[str, Any] | None = None) -> tuple[Activation, str]:

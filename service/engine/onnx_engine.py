@@ -17,8 +17,8 @@ from typing import Any
 
 from service import fidelity_gate
 from service.backends.onnx_backend import EXPORT_COMMAND, FILES, ONNX_DIR, OnnxBackend
-from service.engine.activation import (UnsupportedActivationError, activation_from_config, num_labels,
-                                       sentence_transformers_config)
+from service.engine.activation import (NotACrossEncoderError, UnsupportedActivationError, activation_from_config,
+                                       folder_json, num_labels, sentence_transformers_config)
 from service.engine.factory import LoadedEngine, engine_options, thread_count, warm_up_and_start
 from service.engine.reranker import RerankEngine
 from service.engine.tokenization import TokenizersPairEncoder
@@ -69,8 +69,9 @@ def build_onnx_engine(settings: Settings) -> LoadedEngine:
     threads = thread_count(settings)
     backend = _backend(folder, precision, threads, max_length)
     try:
-        activation, activation_name = activation_from_config(config, sentence_transformers_config(folder))
-    except UnsupportedActivationError as exc:
+        activation, activation_name = activation_from_config(
+            config, sentence_transformers_config(folder_json(folder), source.display))
+    except (NotACrossEncoderError, UnsupportedActivationError) as exc:
         raise ModelNotAvailableError(str(exc)) from None
     try:
         encoder = TokenizersPairEncoder.from_model_dir(

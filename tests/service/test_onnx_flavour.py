@@ -23,8 +23,8 @@ import pytest
 pytest.importorskip("onnx", reason="the exporter needs the onnx package (requirements/onnx-export.txt)")
 
 from service.backends.onnx_export import export_onnx  # noqa: E402
-from service.engine.activation import (activation_from_config, identity, sentence_transformers_config,  # noqa: E402
-                                       sigmoid)
+from service.engine.activation import (NotACrossEncoderError, activation_from_config, folder_json,  # noqa: E402
+                                       identity, sentence_transformers_config, sigmoid)
 from service.engine.factory import build_engine, resolve_flavour  # noqa: E402
 from service.engine.onnx_engine import choose_onnx_precision  # noqa: E402
 from service.engine.tokenization import PairEncoder, TokenizersPairEncoder  # noqa: E402
@@ -252,12 +252,16 @@ def test_a_folder_saved_by_sentence_transformers_names_its_activation(tmp_path):
     named = {"sentence_transformers": {"activation_fn": "torch.nn.modules.activation.Tanh"}}
     (tmp_path / "config_sentence_transformers.json").write_text(
         json.dumps({"activation_fn": "torch.nn.modules.linear.Identity"}))
-    assert sentence_transformers_config(tmp_path) is None
-    assert activation_from_config(named, sentence_transformers_config(tmp_path))[1] == "tanh"
+    assert sentence_transformers_config(folder_json(tmp_path), "m") is None
+    assert activation_from_config(named, sentence_transformers_config(folder_json(tmp_path), "m"))[1] == "tanh"
     (tmp_path / "modules.json").write_text("[]")
-    assert activation_from_config(named, sentence_transformers_config(tmp_path))[1] == "identity"
+    with pytest.raises(NotACrossEncoderError, match="not a single Transformer module at its root"):
+        sentence_transformers_config(folder_json(tmp_path), "m")
+    (tmp_path / "modules.json").write_text(json.dumps(
+        [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}]))
+    assert activation_from_config(named, sentence_transformers_config(folder_json(tmp_path), "m"))[1] == "identity"
     (tmp_path / "config_sentence_transformers.json").unlink()
-    assert sentence_transformers_config(tmp_path) == {}
+    assert sentence_transformers_config(folder_json(tmp_path), "m") == {}
     assert activation_from_config({"num_labels": 1}, {})[1] == "sigmoid"
 
 
