@@ -147,6 +147,8 @@ def render(results: dict[str, Any]) -> str:
     out.extend(_targets(results))
     add("")
     if results.get("soak"):
+        from benchmarks.soak import failure_summary
+
         add("### Memory soak (per-worker figure for infra/sizing.py, per precision)\n")
         add("`python -m benchmarks.soak`: capacity measured first (W2-shaped requests, 8 clients, 10 s), then "
             "mixed traffic (1 W1-shaped 100-document request per 4 W2-shaped ones, 8 clients) paced at that "
@@ -157,7 +159,7 @@ def render(results: dict[str, Any]) -> str:
         add("|---|---|---|---|---|---|---|---|---|")
         for r in results["soak"]:
             container = f"{r['container_peak_mib']:,.0f} MiB" if r.get("container_peak_mib") else "–"
-            reasons = ", ".join(f"{n} x {why}" for why, n in (r.get("failure_reasons") or {}).items())
+            reasons = failure_summary(r.get("failure_reasons") or {})
             add(f"| {r['precision']} | {r['where']} | {r['capacity_rps']:.2f} | {r['requests']} / {r['seconds']} | "
                 f"{r['failures']}{f' ({reasons})' if reasons else ''} | {r['peak_rss_mib']:,.0f} MiB | {r['end_rss_mib']:,.0f} MiB | {container} | "
                 f"{r['error'] or ''} |")

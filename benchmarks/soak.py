@@ -135,13 +135,13 @@ def _body(request) -> dict[str, Any]:
     return {"query": request.query, "documents": list(request.documents), "return_documents": False}
 
 
-def _drive(url: str, requests: list, *, rate: float | None, seconds: float, clients: int,
-           reasons: Counter | None = None) -> tuple[int, int, float]:
+def _drive(url: str, requests: list, *, rate: float | None, seconds: float,
+           clients: int) -> tuple[int, Counter, float]:
     """`clients` threads send `requests` round-robin for `seconds`, paced to `rate` req/s in all (None: as fast
-    as answered). Returns (answered, failed, wall seconds); `reasons` counts why requests failed."""
+    as answered). Returns (answered, why the others failed with how many each, wall seconds)."""
     lock = threading.Lock()
-    state = {"next": 0, "ok": 0, "failed": 0}
-    reasons = Counter() if reasons is None else reasons
+    state = {"next": 0, "ok": 0}
+    reasons: Counter = Counter()
     started = time.monotonic()
     interval = clients / rate if rate else 0.0
 
@@ -164,9 +164,10 @@ def _drive(url: str, requests: list, *, rate: float | None, seconds: float, clie
                 except httpx.HTTPError as exc:
                     reason = f"transport ({type(exc).__name__})"
                 with lock:
-                    state["failed" if reason else "ok"] += 1
                     if reason:
                         reasons[reason] += 1
+                    else:
+                        state["ok"] += 1
                 pause = interval - (time.monotonic() - begun)
                 if pause > 0:
                     time.sleep(pause)
@@ -176,7 +177,7 @@ def _drive(url: str, requests: list, *, rate: float | None, seconds: float, clie
         thread.start()
     for thread in threads:
         thread.join()
-    return state["ok"], state["failed"], time.monotonic() - started
+    return state["ok"], reasons, time.monotonic() - started
 
 
 def soak_one(target, precision: str, where: str, seconds: float, clients: int = 8) -> SoakResult:
@@ -187,7 +188,7 @@ def soak_one(target, precision: str, where: str, seconds: float, clients: int = 
         mixed.append(w1.request(i) if i % 5 == 4 else w2.request(i))
     try:
         url, result.info = target.start()
-        ok, failed, wall = _drive(url, w2.requests, rate=None, seconds=10, clients=clients)
+        ok, _, wall = _drive(url, w2.requests, rate=None, seconds=10, clients=clients)
         result.capacity_rps = ok / wall if wall else 0.0
         # Mixed traffic costs more per request than W2 alone: pace at the W2 capacity, the clients saturate.
         result.target_rps = result.capacity_rps
@@ -200,13 +201,11 @@ def soak_one(target, precision: str, where: str, seconds: float, clients: int = 
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        reasons: Counter = Counter()
-        ok, failed, wall = _drive(url, mixed, rate=result.target_rps, seconds=seconds, clients=clients,
-                                  reasons=reasons)
+        ok, reasons, wall = _drive(url, mixed, rate=result.target_rps, seconds=seconds, clients=clients)
         result.failure_reasons = dict(reasons)
         stop.set()
         sampler.join()
-        result.requests, result.failures, result.seconds = ok, failed, round(wall, 1)
+        result.requests, result.failures, result.seconds = ok, sum(reasons.values()), round(wall, 1)
         current, peak = target.rss()
         result.end_rss_mib, result.peak_rss_mib = round(current, 1), round(peak, 1)
         result.rss_timeline_mib = timeline
@@ -221,8 +220,9 @@ def soak_one(target, precision: str, where: str, seconds: float, clients: int = 
     return result
 
 
-def _reasons(result: SoakResult) -> str:
-    return f": {', '.join(f'{n} x {why}' for why, n in result.failure_reasons.items())}" if result.failures else ""
+def failure_summary(reasons: dict[str, int]) -> str:
+    """"2 x 429, 1 x transport (ReadTimeout)": why soak requests failed (also in benchmarks/RESULTS.md)."""
+    return ", ".join(f"{n} x {why}" for why, n in reasons.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             target, where = HostTarget(args.model_path, env), f"host process, {args.model_path.name}"
         result = soak_one(target, precision, where, args.seconds)
         results.append(result)
+        why = f": {failure_summary(result.failure_reasons)}" if result.failures else ""
         print(f"{precision:>5} [{where}]: capacity {result.capacity_rps:.2f} req/s (W2), {result.requests} mixed "
-              f"requests in {result.seconds} s ({result.failures} failed{_reasons(result)}); peak RSS per worker "
+              f"requests in {result.seconds} s ({result.failures} failed{why}); peak RSS per worker "
               f"{result.peak_rss_mib:,.0f} MiB, at the end {result.end_rss_mib:,.0f} MiB"
               + (f"; ERROR {result.error}" if result.error else ""), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
