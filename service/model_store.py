@@ -196,7 +196,6 @@ class LoadedReranker:
     activation_fn: Any  # torch module applied to the logits (CrossEncoder's activation_fn)
     activation_name: str  # its dotted path, for /info and logs
     max_length: int
-    model_name_or_path: str
 
     @property
     def num_labels(self) -> int:
@@ -266,8 +265,7 @@ def load_reranker(source: ModelSource, *, device: str = "cpu", max_length: int =
         logger.info("Local reranker model loaded successfully from: %s", source.path)
     else:
         logger.info("%s model loaded successfully", source.model_id)
-    return LoadedReranker(model, tokenizer, activation_fn, activation_name, max_length, source.name_or_path), \
-        max_length
+    return LoadedReranker(model, tokenizer, activation_fn, activation_name, max_length), max_length
 
 
 def _sentence_transformers_config(source: ModelSource, shared: dict[str, Any]) -> dict[str, Any] | None:

@@ -93,7 +93,7 @@ class OnnxBackend:
         if found is None:
             raise ModelNotAvailableError(missing_onnx_message(loaded_model, filename, where, quantized))
         backend = cls(found, precision=precision, threads=threads)
-        max_length = int(getattr(loaded_model, "max_length", 0) or 0)
+        max_length = loaded_model.max_length
         if backend.max_length is not None and max_length > backend.max_length:
             raise ModelNotAvailableError(
                 f"{found} was exported for at most {backend.max_length} tokens per pair but "
@@ -126,8 +126,8 @@ class OnnxBackend:
 
 
 def model_name_or_path(loaded_model: Any) -> str:
-    config = loaded_model.model.config
-    return str(getattr(config, "_name_or_path", "") or getattr(loaded_model, "model_name_or_path", "") or "")
+    """The Hub id or folder the model was loaded from (transformers records it on the config)."""
+    return str(getattr(loaded_model.model.config, "_name_or_path", "") or "")
 
 
 def locate_onnx_file(loaded_model: Any, filename: str) -> tuple[Path | None, str]:

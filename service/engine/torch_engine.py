@@ -88,7 +88,7 @@ def _make_backend(choice: BackendChoice, loaded_model, device: str):
 
         return OnnxBackend.from_loaded_model(loaded_model, quantized=choice.precision == "int8")
     return TorchBackend(loaded_model.model, device=device, precision=choice.precision,
-                        sample=sample_features(loaded_model.tokenizer, int(loaded_model.max_length or 512)))
+                        sample=sample_features(loaded_model.tokenizer, loaded_model.max_length))
 
 
 def _commit_hash(loaded_model) -> str | None:
