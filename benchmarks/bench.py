@@ -82,6 +82,7 @@ class RunConfig:
     quiet_wait_s: float = 600.0
     service_env: dict[str, str] = field(default_factory=dict)
     config_form_model_path: Path | None = None  # the same weights with the config form of the attention switch
+    service_python: str = sys.executable  # benchmarks.service_env: the interpreter (c) runs under
     log_dir: Path = WORK_DIR / "logs"
     infinity_status: dict[str, Any] | None = None  # from benchmarks.infinity_env, when it was attempted
 
@@ -113,7 +114,8 @@ def _contenders(config: RunConfig) -> list[Contender]:
         path = config.config_form_model_path if key == "service-config" else config.model_path
         if path is not None:
             built[key] = (lambda path=path, env=env, key=key, label=label:
-                          service_contender(path, {**config.service_env, **env}, key=key, label=label))
+                          service_contender(path, {**config.service_env, **env}, key=key, label=label,
+                                            python=config.service_python))
     return [built[key]() for key in CONTENDER_ORDER if key in config.contenders and key in built]
 
 
@@ -297,7 +299,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                   "flops_per_token_at_mean_W2_pair": shape.flops_per_token(_mean_pair(w2))},
         "matmul_peak": peaks,
         "settings": {"plan": asdict(plan), "max_length_for_token_counts": config.max_length,
-                     "contenders_requested": list(config.contenders), "service_env": config.service_env},
+                     "contenders_requested": list(config.contenders), "service_env": config.service_env,
+                     "service_python": config.service_python},
         "workloads": {w.key: {"description": w.description, "distinct_requests": len(w.requests),
                               "documents_per_request": len(w.requests[0].documents),
                               "mean_tokens_per_request": w.mean_tokens, "mean_tokens_per_pair": _mean_pair(w),

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.servers import BENCH_DIR, INFINITY_VENV, WORK_DIR
+from benchmarks.venvs import log_tail, run_logged, venv_python
 
 INFINITY_VERSION = "0.0.78"
 INFINITY_REQUIREMENT = f"infinity-emb[torch,server,einops]=={INFINITY_VERSION}"
@@ -34,24 +35,8 @@ class InfinityStatus:
     seconds: float = 0.0
 
 
-def _python(venv: Path) -> Path:
-    return venv / "bin" / "python"
-
-
 def is_installed(venv: Path = INFINITY_VENV) -> bool:
-    return (venv / "bin" / "infinity_emb").exists() and _python(venv).exists()
-
-
-def _run(cmd: list[str], log) -> int:
-    log.write(f"\n$ {' '.join(cmd)}\n".encode())
-    log.flush()
-    return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False, timeout=1800).returncode
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    text = path.read_text(errors="replace").splitlines()
-    interesting = [line for line in text if "is ignored: it is neither a file nor a directory" not in line]
-    return "\n".join(interesting[-lines:])
+    return (venv / "bin" / "infinity_emb").exists() and venv_python(venv).exists()
 
 
 def ensure(venv: Path = INFINITY_VENV, python: str = sys.executable) -> InfinityStatus:
@@ -64,12 +49,12 @@ def ensure(venv: Path = INFINITY_VENV, python: str = sys.executable) -> Infinity
     with LOG_FILE.open("wb") as log:
         steps = [
             [python, "-m", "venv", str(venv)],
-            [str(_python(venv)), "-m", "pip", "install", "-q", "torch==2.13.0"],
-            [str(_python(venv)), "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), INFINITY_REQUIREMENT],
+            [str(venv_python(venv)), "-m", "pip", "install", "-q", "torch==2.13.0"],
+            [str(venv_python(venv)), "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), INFINITY_REQUIREMENT],
         ]
         for cmd in steps:
-            if _run(cmd, log) != 0:
-                detail = f"`{' '.join(cmd[-3:])}` failed:\n{_tail(LOG_FILE)}"
+            if run_logged(cmd, log) != 0:
+                detail = f"`{' '.join(cmd[-3:])}` failed:\n{log_tail(LOG_FILE)}"
                 return _record(InfinityStatus(False, str(venv), INFINITY_REQUIREMENT, detail,
                                               time.perf_counter() - start))
     status = InfinityStatus(True, str(venv), INFINITY_REQUIREMENT, "installed", time.perf_counter() - start)
@@ -79,7 +64,7 @@ def ensure(venv: Path = INFINITY_VENV, python: str = sys.executable) -> Infinity
 def _record(status: InfinityStatus, verify: bool = False) -> InfinityStatus:
     if verify:
         code = "import infinity_emb, torch, transformers; print(torch.__version__, transformers.__version__)"
-        res = subprocess.run([str(_python(Path(status.venv))), "-c", code], capture_output=True, text=True,
+        res = subprocess.run([str(venv_python(Path(status.venv))), "-c", code], capture_output=True, text=True,
                              check=False, timeout=300)
         if res.returncode != 0:
             status.ok = False

@@ -216,6 +216,13 @@ def render(results: dict[str, Any]) -> str:
     add("- Memory: RSS of each server's process tree sampled every 50 ms (psutil); \"per worker\" is the "
         "largest single process. \"incl. load\" is the kernel's high-water mark (VmHWM), which catches the "
         "model-loading spike that sampling can miss.")
+    service_python = results["settings"].get("service_python")
+    if service_python:
+        add("- This service's interpreter: "
+            + ("its own venv, requirements/service.txt only, as the image installs it "
+               "(`benchmarks/service_env.py`)." if "service-venv" in service_python else
+               "the harness's, not the service's own venv: packages no image has (scikit-learn, SciPy) are "
+               "imported and its memory reads high (`--service-python venv` measures it as deployed)."))
     add(f"- Machine load: 1-minute load average {load['at_start']:.2f} at start, "
         f"{load.get('before_timing', float('nan')):.2f} before timing, {load.get('after_timing', float('nan')):.2f}"
         f" after (waited {load['waited_s']:.0f} s for < {load['threshold']})"

@@ -16,6 +16,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python benchmarks/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import service_env
 from benchmarks.bench import CONTENDER_ORDER, Plan, RunConfig, run
 from benchmarks.servers import BENCH_DIR, PROJECT_ROOT, WORK_DIR
 
@@ -52,6 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="do not create benchmarks/.work/infinity-venv if it is missing")
     parser.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the service (repeatable), e.g. RERANK_PRECISION=fp32")
+    service_env.add_argument(parser)
     parser.add_argument("--quiet-load", type=float, default=0.7, help="wait until the 1-min load is below this")
     parser.add_argument("--max-wait", type=float, default=600.0, help="longest wait for a quiet machine (s)")
     parser.add_argument("--w1-rounds", type=int)
@@ -100,10 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         dims = SMOKE_MODEL_ARGS if args.smoke else JINA_TINY_DIMS
         config_form = cached_model("alibi", args.model_cache, attention_form="config", **dims).resolve()
-    service_env = dict(item.split("=", 1) for item in args.service_env)
+    service_python = None
+    if any(key.startswith("service") for key in contenders):
+        # a smoke run checks the harness, not the numbers: no venv to build for it unless asked for
+        service_python = service_env.resolve("current" if args.smoke and args.service_python == "venv"
+                                             else args.service_python)
+    extra_env = dict(item.split("=", 1) for item in args.service_env)
     config = RunConfig(model_path=model_path, model_label=label, contenders=contenders, plan=plan,
                        quiet_load=args.quiet_load, quiet_wait_s=0.0 if args.smoke else args.max_wait,
-                       service_env=service_env, config_form_model_path=config_form,
+                       service_env=extra_env, config_form_model_path=config_form,
+                       service_python=service_python or sys.executable,
                        log_dir=WORK_DIR / ("logs-smoke" if args.smoke else "logs"),
                        infinity_status=infinity_status)
     results = run(config, log=lambda msg: print(msg, flush=True))

@@ -25,6 +25,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCH_DIR.parent
 WORK_DIR = BENCH_DIR / ".work"
 INFINITY_VENV = WORK_DIR / "infinity-venv"
+SERVICE_VENV = WORK_DIR / "service-venv"  # benchmarks/service_env.py
 
 # Quiet, offline, reproducible: the same for every contender.
 COMMON_ENV = {
@@ -99,11 +100,12 @@ def infinity_contender(model_path: Path, venv: Path = INFINITY_VENV) -> Contende
 
 
 def service_contender(model_path: Path, extra_env: dict[str, str] | None = None, *, key: str = "service",
-                      label: str = "(c) this service") -> Contender:
+                      label: str = "(c) this service", python: str = sys.executable) -> Contender:
+    """`python -m service` from the project root; `python` is benchmarks.service_env's venv in measured runs."""
     return Contender(
         key=key,
         label=label,
-        argv=lambda port: [sys.executable, "-m", "service"],
+        argv=lambda port: [python, "-m", "service"],
         # anonymous on loopback, like the other contenders (production otherwise refuses to start keyless)
         env={"RERANK_MODEL_PATH": str(model_path), "ENVIRONMENT": "production", "HOST": "127.0.0.1",
              "RERANK_ALLOW_ANONYMOUS": "true", "LOG_LEVEL": "warning", **(extra_env or {})},

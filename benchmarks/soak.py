@@ -29,6 +29,7 @@ if __package__ in (None, ""):
 import httpx
 
 from benchmarks.containers import cgroup_peak_bytes, container_logs, worker_memory_kib
+from benchmarks import service_env
 from benchmarks.servers import PROJECT_ROOT, WORK_DIR, ServerProcess, free_port, service_contender
 from benchmarks.workloads import WorkloadSizes, build_workloads
 
@@ -64,8 +65,8 @@ def _status_kib(pid: int, key: str) -> int:
 
 
 class HostTarget:
-    def __init__(self, model_path: Path, env: dict[str, str]) -> None:
-        self.server = ServerProcess(service_contender(model_path, env), WORK_DIR / "logs-soak")
+    def __init__(self, model_path: Path, env: dict[str, str], python: str) -> None:
+        self.server = ServerProcess(service_contender(model_path, env, python=python), WORK_DIR / "logs-soak")
 
     def start(self) -> tuple[str, dict[str, Any] | None]:
         self.server.start()
@@ -234,19 +235,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="repeatable (default: fp32 and bf16)")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--json", type=Path, default=WORK_DIR / "soak.json")
+    service_env.add_argument(parser)
     args = parser.parse_args(argv)
     precisions = args.precision or ["fp32", "bf16"]
     if not args.image and args.model_path is None:
         from tests.support.model_factory import JINA_TINY_DIMS, cached_model
 
         args.model_path = cached_model("alibi", WORK_DIR / "models", **JINA_TINY_DIMS).resolve()
+    python = None if args.image else service_env.resolve(args.service_python)
     results = []
     for precision in precisions:
         env = {"RERANK_PRECISION": precision, "LOG_LEVEL": "warning"}
         if args.image:
             target, where = ImageTarget(args.image, args.memory, env), f"image {args.image}, --memory {args.memory}"
         else:
-            target, where = HostTarget(args.model_path, env), f"host process, {args.model_path.name}"
+            target, where = HostTarget(args.model_path, env, python), f"host process, {args.model_path.name}"
         result = soak_one(target, precision, where, args.seconds)
         results.append(result)
         why = f": {failure_summary(result.failure_reasons)}" if result.failures else ""

@@ -13,6 +13,10 @@ module in bf16 (residual stream too): 2.3e-2 on the 512 calibration pairs; every
 in/out: 1.8e-2 (512 pairs), 1.1e-2 on 192 of them; attention projections kept fp32: 4.9e-3 on the same 192
 (query and key only: 6.7e-3). The gate's figure for this conversion is in benchmarks/RESULTS.md.
 
+The fp32 weights the conversion replaces are dead, but they live in the model file's memory mapping (transformers
+maps model.safetensors), which stays for the weights that are kept; their pages are handed back
+(`service.memory.drop_file_pages`), so bf16 does not hold both copies.
+
 `mode="autocast"` keeps fp32 weights and runs the forward under torch.autocast(bfloat16), for comparison
 (`python -m benchmarks.precision_modes`).
 """
@@ -22,6 +26,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
+
+from service.memory import drop_file_pages
 
 HEAD_NAMES = ("classifier", "pooler", "score")
 FP32_PARTS = ("attention",)  # module paths containing these keep fp32 Linear layers (q, k, v, attention output)
@@ -41,21 +47,31 @@ def _stays_fp32(name: str) -> bool:
     return any(part in HEAD_NAMES for part in parts) or any(key in part for part in parts for key in FP32_PARTS)
 
 
+def _spans(tensors) -> list[tuple[int, int]]:
+    return [(t.data_ptr(), t.numel() * t.element_size()) for t in tensors if t.numel()]
+
+
 def convert_to_bf16(model: torch.nn.Module) -> dict[str, int]:
-    """Convert the feed-forward Linear weights to bf16 in place (fp32 in and out); returns how many Linear
-    layers were converted and how many stayed fp32 (for the log and /info)."""
+    """Convert the feed-forward Linear weights to bf16 in place (fp32 in and out) and hand back the pages of the
+    fp32 weights they replaced; returns how many Linear layers were converted, how many stayed fp32, and the
+    MiB of replaced weights given back (for the log and /info)."""
     converted = kept = 0
+    replaced: list[torch.Tensor] = []  # held until their pages are dropped: their mapping cannot go away first
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear):
             continue
         if _stays_fp32(name):
             kept += 1
             continue
+        replaced.extend(parameter.data for parameter in module.parameters(recurse=False))
         module.to(torch.bfloat16)
         module.register_forward_pre_hook(_input_to_bf16)
         module.register_forward_hook(_output_to_fp32)
         converted += 1
-    return {"bf16_linear_layers": converted, "fp32_linear_layers": kept}
+    still_used = _spans([*(p.data for p in model.parameters()), *model.buffers()])
+    released = drop_file_pages(_spans(replaced), still_used)
+    return {"bf16_linear_layers": converted, "fp32_linear_layers": kept,
+            "replaced_fp32_mib_released": round(released / 2**20, 3)}
 
 
 def autocast_context(enabled: bool, device_type: str = "cpu"):

@@ -42,11 +42,12 @@ class TorchBackend:
         self.attention_report: AttentionReport = verify_attention(model, self.forward, sample, enable=sdpa)
         self.sdpa_modules = self.attention_report.modules
         self.mode = None
-        self.kept_fp32: dict[str, int] = {}
+        self.bf16_conversion: dict[str, float] | None = None  # /info: what convert_to_bf16 did
         if precision == "bf16":
             self.mode = bf16_mode
             if bf16_mode == "weights":
-                self.kept_fp32 = convert_to_bf16(model)
+                self.bf16_conversion = convert_to_bf16(model)
+                logger.info("bf16 weights: %s", self.bf16_conversion)
             else:
                 self._autocast = True
         logger.info("%s", self.attention_report.line)

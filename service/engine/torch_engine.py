@@ -73,6 +73,7 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
         "sdpa_attention_modules": getattr(backend, "sdpa_modules", 0),
         "attention": getattr(backend, "attention", "attention: backend default"),
         "attention_detail": backend.attention_report.as_info() if hasattr(backend, "attention_report") else None,
+        "bf16_weights": getattr(backend, "bf16_conversion", None),
         "precision_verdict": verdict_info(choice, verdict, verdict_problem),
         "threads": threads,
         "batch_tokens": engine.batch_tokens,
