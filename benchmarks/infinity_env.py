@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.servers import BENCH_DIR, INFINITY_VENV, WORK_DIR
-from benchmarks.venvs import log_tail, run_logged, venv_python
+from benchmarks.venvs import install, venv_python
 
 INFINITY_VERSION = "0.0.78"
 INFINITY_REQUIREMENT = f"infinity-emb[torch,server,einops]=={INFINITY_VERSION}"
@@ -46,17 +46,13 @@ def ensure(venv: Path = INFINITY_VENV, python: str = sys.executable) -> Infinity
         status = InfinityStatus(True, str(venv), INFINITY_REQUIREMENT, "already installed")
         return _record(status, verify=True)
     start = time.perf_counter()
-    with LOG_FILE.open("wb") as log:
-        steps = [
-            [python, "-m", "venv", str(venv)],
-            [str(venv_python(venv)), "-m", "pip", "install", "-q", "torch==2.13.0"],
-            [str(venv_python(venv)), "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), INFINITY_REQUIREMENT],
-        ]
-        for cmd in steps:
-            if run_logged(cmd, log) != 0:
-                detail = f"`{' '.join(cmd[-3:])}` failed:\n{log_tail(LOG_FILE)}"
-                return _record(InfinityStatus(False, str(venv), INFINITY_REQUIREMENT, detail,
-                                              time.perf_counter() - start))
+    failure = install([
+        [python, "-m", "venv", str(venv)],
+        [str(venv_python(venv)), "-m", "pip", "install", "-q", "torch==2.13.0"],
+        [str(venv_python(venv)), "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), INFINITY_REQUIREMENT],
+    ], LOG_FILE)
+    if failure:
+        return _record(InfinityStatus(False, str(venv), INFINITY_REQUIREMENT, failure, time.perf_counter() - start))
     status = InfinityStatus(True, str(venv), INFINITY_REQUIREMENT, "installed", time.perf_counter() - start)
     return _record(status, verify=True)
 

@@ -218,9 +218,11 @@ def render(results: dict[str, Any]) -> str:
         "model-loading spike that sampling can miss.")
     service_python = results["settings"].get("service_python")
     if service_python:
+        from benchmarks.servers import SERVICE_VENV
+
         add("- This service's interpreter: "
             + ("its own venv, requirements/service.txt only, as the image installs it "
-               "(`benchmarks/service_env.py`)." if "service-venv" in service_python else
+               "(`benchmarks/service_env.py`)." if SERVICE_VENV.name in Path(service_python).parts else
                "the harness's, not the service's own venv: packages no image has (scikit-learn, SciPy) are "
                "imported and its memory reads high (`--service-python venv` measures it as deployed)."))
     add(f"- Machine load: 1-minute load average {load['at_start']:.2f} at start, "

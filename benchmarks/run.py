@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         dims = SMOKE_MODEL_ARGS if args.smoke else JINA_TINY_DIMS
         config_form = cached_model("alibi", args.model_cache, attention_form="config", **dims).resolve()
-    service_python = None
+    service_python = sys.executable
     if any(key.startswith("service") for key in contenders):
         # a smoke run checks the harness, not the numbers: no venv to build for it unless asked for
         service_python = service_env.resolve("current" if args.smoke and args.service_python == "venv"
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = RunConfig(model_path=model_path, model_label=label, contenders=contenders, plan=plan,
                        quiet_load=args.quiet_load, quiet_wait_s=0.0 if args.smoke else args.max_wait,
                        service_env=extra_env, config_form_model_path=config_form,
-                       service_python=service_python or sys.executable,
+                       service_python=service_python,
                        log_dir=WORK_DIR / ("logs-smoke" if args.smoke else "logs"),
                        infinity_status=infinity_status)
     results = run(config, log=lambda msg: print(msg, flush=True))

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.servers import SERVICE_VENV, WORK_DIR
-from benchmarks.venvs import log_tail, run_logged, venv_python
+from benchmarks.venvs import install, venv_python
 from service.settings import PROJECT_ROOT
 
 REQUIREMENTS = PROJECT_ROOT / "requirements" / "service.txt"
@@ -71,13 +71,10 @@ def ensure(venv: Path = SERVICE_VENV, python: str = sys.executable) -> ServiceEn
     if is_current(venv):
         return check(ServiceEnvStatus(True, str(venv), "up to date"))
     shutil.rmtree(venv, ignore_errors=True)
-    with LOG_FILE.open("wb") as log:
-        steps = [[python, "-m", "venv", str(venv)],
-                 [str(venv_python(venv)), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)]]
-        for cmd in steps:
-            if run_logged(cmd, log) != 0:
-                return ServiceEnvStatus(False, str(venv), f"`{' '.join(cmd[-3:])}` failed (log: {LOG_FILE}):\n"
-                                        f"{log_tail(LOG_FILE)}", time.perf_counter() - start)
+    failure = install([[python, "-m", "venv", str(venv)],
+                       [str(venv_python(venv)), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)]], LOG_FILE)
+    if failure:
+        return ServiceEnvStatus(False, str(venv), failure, time.perf_counter() - start)
     (venv / STAMP).write_text(requirements_hash() + "\n")
     return check(ServiceEnvStatus(True, str(venv), "installed", time.perf_counter() - start))
 
@@ -99,9 +96,9 @@ def check(status: ServiceEnvStatus) -> ServiceEnvStatus:
     return status
 
 
-def add_argument(parser, default: str = "venv") -> None:
+def add_argument(parser) -> None:
     """The --service-python option of the benchmark and the soak."""
-    parser.add_argument("--service-python", default=default, metavar="venv|current|PATH",
+    parser.add_argument("--service-python", default="venv", metavar="venv|current|PATH",
                         help="the interpreter that runs this service: `venv` (default) builds and uses "
                              "benchmarks/.work/service-venv (requirements/service.txt only, as in the image); "
                              "`current` is this interpreter (the dev venv: scikit-learn and SciPy importable, "

@@ -28,8 +28,8 @@ if __package__ in (None, ""):
 
 import httpx
 
-from benchmarks.containers import cgroup_peak_bytes, container_logs, worker_memory_kib
 from benchmarks import service_env
+from benchmarks.containers import cgroup_peak_bytes, container_logs, worker_memory_kib
 from benchmarks.servers import PROJECT_ROOT, WORK_DIR, ServerProcess, free_port, service_contender
 from benchmarks.workloads import WorkloadSizes, build_workloads
 

@@ -22,6 +22,15 @@ def run_logged(cmd: list[str], log: IO[bytes]) -> int:
                           timeout=INSTALL_TIMEOUT_S).returncode
 
 
+def install(steps: list[list[str]], log_file: Path) -> str | None:
+    """Run the steps in order, logged to `log_file`; None when all succeed, else what failed and the log's end."""
+    with log_file.open("wb") as log:
+        for cmd in steps:
+            if run_logged(cmd, log) != 0:
+                return f"`{' '.join(cmd[-3:])}` failed (log: {log_file}):\n{log_tail(log_file)}"
+    return None
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     """The end of an install log, without pip's noise about find-links folders that do not exist here."""
     text = path.read_text(errors="replace").splitlines()

@@ -105,6 +105,10 @@ def release_memory(*, force: bool = False) -> bool:
     return bool(libc.malloc_trim(0))
 
 
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
 def file_mappings(maps: str | None = None) -> list[tuple[int, int]]:
     """(start, end) of this process's file-backed mappings, from /proc/self/maps (or `maps`, its text)."""
     if maps is None:
@@ -128,14 +132,14 @@ def whole_pages(ranges: list[tuple[int, int]], keep: list[tuple[int, int]], mapp
     inside a file mapping, and that share no byte with any range of `keep`."""
     spans = []
     for address, size in ranges:
-        first = -(-address // page) * page
+        first = _round_up(address, page)
         last = (address + size) // page * page
         if last <= first or not any(start <= first and last <= end for start, end in mappings):
             continue
         cuts = [(first, last)]
         for kept_address, kept_size in keep:
             kept_first = kept_address // page * page
-            kept_last = -(-(kept_address + kept_size) // page) * page
+            kept_last = _round_up(kept_address + kept_size, page)
             cuts = [piece for lo, hi in cuts
                     for piece in ((lo, min(hi, kept_first)), (max(lo, kept_last), hi)) if piece[1] > piece[0]]
         spans.extend((lo, hi - lo) for lo, hi in cuts)
@@ -162,5 +166,5 @@ def drop_file_pages(replaced: list[tuple[int, int]], still_used: list[tuple[int,
 
 def padded_length(longest: int, limit: int | None = None, multiple: int = PAD_MULTIPLE) -> int:
     """`longest` rounded up to a multiple of `multiple`, never beyond `limit` (the model's max length)."""
-    padded = -(-max(1, longest) // multiple) * multiple
+    padded = _round_up(max(1, longest), multiple)
     return min(padded, limit) if limit else padded

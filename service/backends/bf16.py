@@ -51,7 +51,7 @@ def _spans(tensors) -> list[tuple[int, int]]:
     return [(t.data_ptr(), t.numel() * t.element_size()) for t in tensors if t.numel()]
 
 
-def convert_to_bf16(model: torch.nn.Module) -> dict[str, int]:
+def convert_to_bf16(model: torch.nn.Module) -> dict[str, float]:
     """Convert the feed-forward Linear weights to bf16 in place (fp32 in and out) and hand back the pages of the
     fp32 weights they replaced; returns how many Linear layers were converted, how many stayed fp32, and the
     MiB of replaced weights given back (for the log and /info)."""

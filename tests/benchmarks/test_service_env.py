@@ -36,3 +36,13 @@ def test_the_interpreter_choice(tmp_path):
     assert service_env.resolve(sys.executable) == sys.executable
     with pytest.raises(SystemExit, match="no such interpreter"):
         service_env.resolve(str(tmp_path / "python"))
+
+
+def test_an_install_step_that_fails_stops_the_rest_and_says_what_it_printed(tmp_path):
+    from benchmarks.venvs import install
+
+    marker = tmp_path / "ran"
+    failure = install([["sh", "-c", "echo resolver said no; exit 3"], ["touch", str(marker)]], tmp_path / "log")
+    assert failure is not None and "exit 3` failed" in failure and "resolver said no" in failure
+    assert not marker.exists()
+    assert install([["true"]], tmp_path / "log") is None
