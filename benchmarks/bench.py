@@ -256,7 +256,7 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         again = asdict(matmul_peak(dtype, plan.matmul_n))
         peak["gflops_runs"] = [peak["gflops"], again["gflops"]]
         if again["gflops"] > peak["gflops"]:
-            peak.update({k: again[k] for k in ("gflops", "seconds")})
+            peak.update({k: again[k] for k in ("gflops", "seconds", "path")})
     log("  matmul peak after the run: " + ", ".join(f"{d}: {p['gflops_runs'][1]:.0f} GFLOP/s"
                                                     for d, p in peaks.items()))
 

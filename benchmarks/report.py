@@ -257,9 +257,10 @@ def render(results: dict[str, Any]) -> str:
         f"{model['flops_per_token_at_mean_W2_pair'] / 1e6:.1f} at W2's. Padding is not counted (useful work "
         "only).")
     add("- Matmul peak in the harness process (torch, square " + str(peaks['fp32']['n']) + ", "
-        f"{peaks['fp32']['threads']} threads): fp32 **{peaks['fp32']['gflops']:.0f} GFLOP/s**, "
-        f"bf16 **{peaks['bf16']['gflops']:.0f} GFLOP/s** (best of a measurement before the servers start and "
-        "one after they stop).\n")
+        f"{peaks['fp32']['threads']} threads, the faster of aten's mm and oneDNN's packed Linear): "
+        f"fp32 **{peaks['fp32']['gflops']:.0f} GFLOP/s** ({peaks['fp32'].get('path', 'aten mm')}), "
+        f"bf16 **{peaks['bf16']['gflops']:.0f} GFLOP/s** ({peaks['bf16'].get('path', 'aten mm')}) (best of a "
+        "measurement before the servers start and one after they stop).\n")
     add("In-process micro-experiments (attention path, bf16, threads, padding) and the profile of the seed "
         "path are in [`EXPERIMENTS.md`](EXPERIMENTS.md) (`python -m benchmarks.experiments`); score fidelity "
         "of precision/backend options: `python -m benchmarks.fidelity`.\n")

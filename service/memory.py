@@ -12,19 +12,25 @@ What grows a CPU torch worker's RSS while it serves (the soak in benchmarks/RESU
   378-392 ms at 64 MiB, against 425 ms with glibc's defaults, for a peak RSS within the noise of each other
   (603-636 MiB); what stays on the heap after a burst is trimmed when the worker goes idle (below).
 * Per-shape caches: oneDNN keeps a JIT-compiled primitive per distinct matmul shape (batch x padded length
-  varies with every request), up to 1,024 of them; in bf16 they are large (measured: a bf16 Linear 384 -> 1536
-  fed 200 distinct row counts keeps +118 MiB after malloc_trim with the default cache, +79 MiB with 64 entries,
-  against +23 MiB in fp32). `configure_allocator` caps the cache at `ONEDNN_CACHE_CAPACITY` (64, LRU: the
-  shapes in use stay compiled) unless ONEDNN_PRIMITIVE_CACHE_CAPACITY is already set; padding every batch to a
-  multiple of `PAD_MULTIPLE` tokens bounds the distinct sequence lengths (512 / 16 = 32 instead of 512). bf16
-  weights are converted once (service/backends/bf16.py), so autocast's cast copies of the weights never exist.
+  varies with every request), up to 1,024 of them, and ideep (torch's oneDNN layer, which runs the packed
+  Linear layers of service/backends/packed_linear.py) keeps its own per-shape objects holding them, up to 1,024
+  too; both are large (measured: a bf16 Linear 384 -> 1536 fed 200 distinct row counts keeps +118 MiB after
+  malloc_trim with the default cache, +79 MiB with 64 entries). `configure_allocator` caps both at
+  `ONEDNN_CACHE_CAPACITY` (8, LRU) unless ONEDNN_PRIMITIVE_CACHE_CAPACITY / LRU_CACHE_CAPACITY are already
+  set. Measured in-process on the JinaBERT proxy, packed Linear layers, peak RSS (VmHWM) over two rounds of the
+  benchmark's 8 W1 + 8 W2 requests, time per round: fp32 745-792 MiB at 64 / 1,024 (the previous cap),
+  615 MiB at 16 / 16, 551 MiB at 8 / 8, 533-561 MiB at 4 / 4, for the same 25-26 s; bf16 571-590 MiB at
+  64 / 1,024, 496 MiB at 8 / 8 (18.5 vs 19.2-20.0 s). Re-creating a primitive costs far less than a forward
+  pass. Padding every batch to a multiple of `PAD_MULTIPLE` tokens bounds the distinct sequence lengths
+  (512 / 16 = 32 instead of 512). bf16 weights are converted once (service/backends/bf16.py), so autocast's
+  cast copies of the weights never exist.
 * What is left free on the heap after a burst: `release_memory` (malloc_trim) hands it back when the
   inference thread goes idle.
 * Weights a conversion replaced: transformers maps model.safetensors into memory and the fp32 weights live in
   that mapping (the pages a forward touched count in RSS). After bf16's conversion the fp32 copies of the
   converted layers are dead, but the mapping stays (the embeddings still live in it) and so do their pages:
   `drop_file_pages` gives them back (measured on the JinaBERT proxy: 27 MiB, bf16 would otherwise need more
-  memory than fp32).
+  memory than fp32). The same holds for the Linear weights packed for oneDNN (36 MiB in fp32).
 
 Linux/glibc only; elsewhere every call is a no-op that says so.
 """
@@ -47,8 +53,10 @@ MMAP_THRESHOLD = 64 * 1024 * 1024  # the torch flavour: its activations are allo
 # (infra/sizing.py) was measured with it.
 ARENA_MMAP_THRESHOLD = 4 * 1024 * 1024
 TRIM_INTERVAL_S = 1.0  # at most one malloc_trim per second (it walks the heap)
-ONEDNN_CACHE_CAPACITY = 64
-ONEDNN_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"  # oneDNN reads it when it creates its first primitive
+ONEDNN_CACHE_CAPACITY = 8
+# Read from the environment when the first primitive (oneDNN) / the first cached op (ideep) is created.
+ONEDNN_CACHE_VARIABLES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "onednn_primitive_cache",
+                          "LRU_CACHE_CAPACITY": "ideep_op_cache"}
 
 _MADV_DONTNEED = 4  # sys/mman.h (Linux)
 
@@ -77,9 +85,12 @@ def _glibc():
 def configure_allocator(arena_max: int = ARENA_MAX, mmap_threshold: int = MMAP_THRESHOLD) -> dict[str, object]:
     """Cap malloc arenas and fix the mmap threshold for this process (before the inference threads start).
     Returns what was applied (shown in /info)."""
-    # A library knob, not a service setting: oneDNN only reads it from the environment (an operator's value wins).
-    os.environ.setdefault(ONEDNN_CACHE_VARIABLE, str(ONEDNN_CACHE_CAPACITY))
-    onednn = {"onednn_primitive_cache": int(os.environ[ONEDNN_CACHE_VARIABLE])}
+    # Library knobs, not service settings: oneDNN and ideep only read them from the environment (an operator's
+    # value wins).
+    onednn = {}
+    for variable, key in ONEDNN_CACHE_VARIABLES.items():
+        os.environ.setdefault(variable, str(ONEDNN_CACHE_CAPACITY))
+        onednn[key] = int(os.environ[variable])
     libc = _glibc()
     if libc is None:
         return {"allocator": "not glibc: left as is", **onednn}
@@ -144,6 +155,13 @@ def whole_pages(ranges: list[tuple[int, int]], keep: list[tuple[int, int]], mapp
                     for piece in ((lo, min(hi, kept_first)), (max(lo, kept_last), hi)) if piece[1] > piece[0]]
         spans.extend((lo, hi - lo) for lo, hi in cuts)
     return spans
+
+
+def tensor_spans(tensors) -> list[tuple[int, int]]:
+    """(address, bytes) of each non-empty tensor's data, for `drop_file_pages`. oneDNN's opaque (packed)
+    tensors are skipped: they have no storage of their own, and live on the heap, never in a file mapping."""
+    return [(t.data_ptr(), t.numel() * t.element_size()) for t in tensors
+            if t.numel() and not getattr(t, "is_mkldnn", False)]
 
 
 def drop_file_pages(replaced: list[tuple[int, int]], still_used: list[tuple[int, int]]) -> int:

@@ -42,12 +42,16 @@ class Settings(BaseSettings):
     rerank_batch_tokens: int | None = Field(
         None, alias="RERANK_BATCH_TOKENS", ge=512,
         description="Padded tokens per forward pass; default by backend and precision "
-                    "(service.engine.factory.DEFAULT_BATCH_TOKENS): torch fp32 1536, torch bf16 1024, "
+                    "(service.engine.factory.DEFAULT_BATCH_TOKENS): torch fp32 1024, torch bf16 1024, "
                     "ONNX Runtime 2048")
     rerank_max_wait_ms: float = Field(2.0, alias="RERANK_MAX_WAIT_MS", ge=0, le=1000,
                                       description="How long a forward pass waits for more requests to join it")
     rerank_precision: Literal["auto", "fp32", "bf16", "int8"] = Field("auto", alias="RERANK_PRECISION")
     rerank_backend: Literal["auto", "torch", "onnx"] = Field("auto", alias="RERANK_BACKEND")
+    rerank_linear: Literal["auto", "onednn", "aten"] = Field(
+        "auto", alias="RERANK_LINEAR",
+        description="torch backend's Linear layers: onednn (weights packed once for oneDNN, verified at warm-up; "
+                    "service/backends/packed_linear.py), aten (torch's default GEMM); auto: onednn on x86-64")
     rerank_flavour: Literal["auto", "torch", "onnx"] = Field(
         "auto", alias="RERANK_FLAVOUR",
         description="torch (CrossEncoder) or onnx (ONNX Runtime + tokenizers, never imports torch); "

@@ -27,7 +27,7 @@ import contextlib
 
 import torch
 
-from service.memory import drop_file_pages
+from service.memory import drop_file_pages, tensor_spans
 
 HEAD_NAMES = ("classifier", "pooler", "score")
 FP32_PARTS = ("attention",)  # module paths containing these keep fp32 Linear layers (q, k, v, attention output)
@@ -47,10 +47,6 @@ def _stays_fp32(name: str) -> bool:
     return any(part in HEAD_NAMES for part in parts) or any(key in part for part in parts for key in FP32_PARTS)
 
 
-def _spans(tensors) -> list[tuple[int, int]]:
-    return [(t.data_ptr(), t.numel() * t.element_size()) for t in tensors if t.numel()]
-
-
 def convert_to_bf16(model: torch.nn.Module) -> dict[str, float]:
     """Convert the feed-forward Linear weights to bf16 in place (fp32 in and out) and hand back the pages of the
     fp32 weights they replaced; returns how many Linear layers were converted, how many stayed fp32, and the
@@ -68,8 +64,8 @@ def convert_to_bf16(model: torch.nn.Module) -> dict[str, float]:
         module.register_forward_pre_hook(_input_to_bf16)
         module.register_forward_hook(_output_to_fp32)
         converted += 1
-    still_used = _spans([*(p.data for p in model.parameters()), *model.buffers()])
-    released = drop_file_pages(_spans(replaced), still_used)
+    still_used = tensor_spans([*(p.data for p in model.parameters()), *model.buffers()])
+    released = drop_file_pages(tensor_spans(replaced), still_used)
     return {"bf16_linear_layers": converted, "fp32_linear_layers": kept,
             "replaced_fp32_mib_released": round(released / 2**20, 3)}
 

@@ -2,7 +2,9 @@
 
 At construction the attention path is switched to SDPA where the model's code allows it and verified on a
 warm-up batch (service/backends/attention.py), in fp32; then, for bf16, the weights are converted once
-(service/backends/bf16.py, `bf16_mode="weights"`) or the forward runs under autocast (`"autocast"`)."""
+(service/backends/bf16.py, `bf16_mode="weights"`) or the forward runs under autocast (`"autocast"`); last, the
+Linear layers are packed for oneDNN and verified on the same batch (service/backends/packed_linear.py,
+`linear`)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 
 from service.backends.attention import AttentionReport, switch_to_sdpa, verify_attention
 from service.backends.bf16 import BF16_MODES, autocast_context, convert_to_bf16
+from service.backends.packed_linear import LinearReport, pack_linears
 
 logger = logging.getLogger("service.backend")
 
@@ -29,7 +32,7 @@ class TorchBackend:
 
     def __init__(self, model: torch.nn.Module, *, device: str = "cpu", precision: str = "fp32",
                  sdpa: bool = True, sample: dict[str, np.ndarray] | None = None,
-                 bf16_mode: str = "weights") -> None:
+                 bf16_mode: str = "weights", linear: str = "auto") -> None:
         if precision not in {"fp32", "bf16"}:
             raise ValueError(f"unsupported precision {precision!r}")
         if bf16_mode not in BF16_MODES:
@@ -50,7 +53,11 @@ class TorchBackend:
                 logger.info("bf16 weights: %s", self.bf16_conversion)
             else:
                 self._autocast = True
-        logger.info("%s", self.attention_report.line)
+        if self._autocast:  # autocast casts inside aten's Linear; a packed layer would stay fp32
+            self.linear_report = LinearReport("aten", "bf16 autocast casts inside aten's Linear")
+        else:
+            self.linear_report = pack_linears(model, self.forward, sample, mode=linear, device=self.device.type)
+        logger.info("%s; %s", self.attention_report.line, self.linear_report.line)
 
     @property
     def attention(self) -> str:

@@ -49,13 +49,15 @@ def resolve_flavour(settings: Settings) -> str:
 
 # Padded tokens per forward pass when RERANK_BATCH_TOKENS is unset, by (backend, precision). Measured in-process on
 # the JinaBERT proxy (2 cores, AMD EPYC with AVX-512 BF16; W2 p50 / W1 p50 / peak RSS):
-#   torch fp32, 1024: 421 / 3,403 ms / 569 MiB;      1536: 358 / 3,265 ms / 587 MiB;
+#   torch fp32 (aten Linear, RERANK_LINEAR=aten), 1024: 421 / 3,403 ms / 569 MiB;  1536: 358 / 3,265 ms / 587 MiB;
 #               2048: 378-392 / 3,153-3,299 ms / 603-636 MiB
+#   torch fp32 (oneDNN-packed Linear, the default; 8 W1 + 8 W2 requests, twice, time per round / peak RSS):
+#               1024: 26.9-28.5 s / 508 MiB;  1536: 26.3-27.2 s / 557 MiB  (aten at 1536: 30.2-30.9 s / 495-507 MiB)
 #   torch bf16,  512: 266 / 2,330 ms / 575 MiB;      1024: 247-258 / 2,149-2,213 ms / 616-628 MiB;
 #               2048: 300-315 / 2,493-2,615 ms / 702-730 MiB
 # (bf16's matmuls run fastest on smaller blocks, and its activation peak grows fastest with the batch);
 #   ONNX Runtime fp32/int8: 2048 (the slim image's 512 MB footprint was measured with it; benchmarks/RESULTS.md).
-DEFAULT_BATCH_TOKENS = {("torch", "fp32"): 1536, ("torch", "bf16"): 1024, ("onnx", "fp32"): 2048,
+DEFAULT_BATCH_TOKENS = {("torch", "fp32"): 1024, ("torch", "bf16"): 1024, ("onnx", "fp32"): 2048,
                         ("onnx", "int8"): 2048}
 FALLBACK_BATCH_TOKENS = 2048
 

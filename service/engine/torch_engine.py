@@ -11,6 +11,7 @@ import time
 import torch
 
 from service.backends.attention import sample_features
+from service.backends.packed_linear import PackedLinearUnavailable
 from service.backends.selection import (BackendChoice, choose_backend, load_verdict, model_directory,
                                         verdict_info)
 from service.backends.torch_backend import TorchBackend
@@ -51,7 +52,7 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
     verdict, verdict_problem = load_verdict(source)
     choice = choose_backend(backend=settings.rerank_backend, precision=settings.rerank_precision, device=device,
                             verdict=verdict, verdict_problem=verdict_problem, model_dir=model_directory(source))
-    backend = _make_backend(choice, loaded_model, device)
+    backend = _make_backend(choice, loaded_model, device, settings.rerank_linear)
     engine = RerankEngine(PairEncoder(loaded_model.tokenizer, max_length), backend, loaded_model.activate,
                           **engine_options(settings, choice.backend, choice.precision))
     warm_up_and_start(engine)
@@ -74,6 +75,8 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
         "attention": getattr(backend, "attention", "attention: backend default"),
         "attention_detail": backend.attention_report.as_info() if hasattr(backend, "attention_report") else None,
         "bf16_weights": getattr(backend, "bf16_conversion", None),
+        "linear": backend.linear_report.line if hasattr(backend, "linear_report") else "linear: backend default",
+        "linear_detail": backend.linear_report.as_info() if hasattr(backend, "linear_report") else None,
         "precision_verdict": verdict_info(choice, verdict, verdict_problem),
         "threads": threads,
         "batch_tokens": engine.batch_tokens,
@@ -83,13 +86,16 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
     return LoadedEngine(engine, info)
 
 
-def _make_backend(choice: BackendChoice, loaded_model, device: str):
+def _make_backend(choice: BackendChoice, loaded_model, device: str, linear: str):
     if choice.backend == "onnx":
         from service.backends.onnx_backend import OnnxBackend
 
         return OnnxBackend.from_loaded_model(loaded_model, quantized=choice.precision == "int8")
-    return TorchBackend(loaded_model.model, device=device, precision=choice.precision,
-                        sample=sample_features(loaded_model.tokenizer, loaded_model.max_length))
+    try:
+        return TorchBackend(loaded_model.model, device=device, precision=choice.precision, linear=linear,
+                            sample=sample_features(loaded_model.tokenizer, loaded_model.max_length))
+    except PackedLinearUnavailable as exc:
+        raise ModelNotAvailableError(str(exc)) from exc
 
 
 def _commit_hash(loaded_model) -> str | None:

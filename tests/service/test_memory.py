@@ -11,25 +11,12 @@ import pytest
 import torch
 
 from service.backends import bf16
-from service.memory import drop_file_pages, file_mappings, whole_pages
+from service.memory import configure_allocator, drop_file_pages, file_mappings, whole_pages
 from service.model_store import ModelSource, load_reranker
+from tests.support.proc import mapping_rss_kib
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
-
-
-def mapping_rss_kib(address: int) -> int:
-    """Rss of the mapping of this process that holds `address` (/proc/self/smaps)."""
-    inside = False
-    with open("/proc/self/smaps") as handle:
-        for line in handle:
-            head = line.split()[0]
-            if "-" in head and ":" not in head:
-                start, end = (int(part, 16) for part in head.split("-"))
-                inside = start <= address < end
-            elif inside and line.startswith("Rss:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no mapping holds {address:#x}")
 
 
 def test_whole_pages_inside_a_file_mapping_and_outside_what_is_still_used():
@@ -104,3 +91,12 @@ def test_weights_that_are_not_file_mapped_are_left_alone():
     model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.Linear(1024, 256))  # heap memory
     assert bf16.convert_to_bf16(model)["replaced_fp32_mib_released"] == 0
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+
+
+def test_the_onednn_and_ideep_caches_are_capped_unless_the_operator_set_them(monkeypatch):
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "32")  # an operator's value wins
+    applied = configure_allocator()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
+    assert (applied["onednn_primitive_cache"], applied["ideep_op_cache"]) == (8, 32)
+    assert os.environ["LRU_CACHE_CAPACITY"] == "32"
