@@ -42,12 +42,14 @@ class Footprint:
 FOOTPRINTS: dict[str, Footprint] = {
     # Measured 2026-12-01 in the `runtime` image built with the JinaBERT-shaped test model (same shapes as
     # jina-reranker-v1-tiny-en: 4 layers, hidden 384, 12 heads, ALiBi capped at 512), one worker, default batch
-    # budgets (fp32 1,536, bf16 1,024 tokens), for each precision `auto` can pick (benchmarks/RESULTS.md):
+    # budgets, for each precision `auto` can pick (benchmarks/RESULTS.md):
     #   python -m benchmarks.soak (60 s, mixed W1/W2 at the measured capacity): peak RSS (VmHWM) of the worker,
-    #     fp32 548-599 MiB = 575-628 MB (four runs); bf16 538 MiB = 564 MB once it hands back the pages of the fp32
-    #     weights it converts (service/memory.py: drop_file_pages; 567-592 MiB = 595-621 MB before, three runs);
-    #   python -m benchmarks.flavours --soak 60 (60 s of W1 only, 100 documents per request): fp32 605 MB.
-    # The largest, 628 MB, rounded up: 650 MB. (It was 800 MB while the image carried sentence-transformers:
+    #     with the Linear layers packed for oneDNN (service/backends/packed_linear.py), its caches capped at 8 and
+    #     1,024-token batches: fp32 543 MiB = 569 MB, bf16 527 MiB = 553 MB. Before (aten Linear, fp32 batches of
+    #     1,536): fp32 548-599 MiB = 575-628 MB (four runs); bf16 538 MiB = 564 MB once it hands back the pages of
+    #     the fp32 weights it converts (service/memory.py: drop_file_pages; 567-592 MiB = 595-621 MB before);
+    #   python -m benchmarks.flavours --soak 60 (60 s of W1 only, 100 documents per request): fp32 605 MB (aten).
+    # The largest, 628 MB, rounded up: 650 MB, kept until the new path has as many runs behind it. (It was 800 MB while the image carried sentence-transformers:
     # transformers imports scikit-learn and SciPy whenever they are installed, 85 MiB per worker; bf16 then
     # peaked 73 MB above fp32, now at or below it. The first figure, 550 MB, was one request's cgroup peak, not
     # a soak.)

@@ -137,7 +137,8 @@ def sample_features(tokenizer, max_length: int = 512) -> dict[str, np.ndarray]:
     return {name: np.asarray(array, dtype=np.int64) for name, array in encoded.items()}
 
 
-def _scores(forward: Callable[[dict[str, np.ndarray]], np.ndarray], features) -> np.ndarray:
+def warmup_scores(forward: Callable[[dict[str, np.ndarray]], np.ndarray], features) -> np.ndarray:
+    """Sigmoid scores of the warm-up batch through the backend's `forward` (float64, for comparing paths)."""
     logits = forward(features).astype(np.float64)
     return 1.0 / (1.0 + np.exp(-logits))
 
@@ -152,7 +153,7 @@ def verify_attention(model: torch.nn.Module, forward: Callable[[dict[str, np.nda
         reason = "switched, not verified: no warm-up batch" if switch.modules else "model default, not verified"
         return AttentionReport("sdpa" if switch.modules else "eager", reason, switch.modules, switch.form)
     with SdpaCallCounter() as counter:
-        eager = _scores(forward, features)
+        eager = warmup_scores(forward, features)
     if counter.calls:  # the model's own attention already is SDPA (transformers' BERT: attn_implementation sdpa)
         return AttentionReport("sdpa", "verified: the model's own attention", 0, "none", counter.calls)
     if not enable:
@@ -161,7 +162,7 @@ def verify_attention(model: torch.nn.Module, forward: Callable[[dict[str, np.nda
     if not switch.modules:
         return AttentionReport("eager", "the model has no attn_implementation switch and does not call SDPA")
     with SdpaCallCounter() as counter:
-        sdpa = _scores(forward, features)
+        sdpa = warmup_scores(forward, features)
     diff = float(np.max(np.abs(sdpa - eager))) if eager.size else 0.0
     if counter.calls == 0:
         what = switch_form_text(switch)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from service.backends.attention import warmup_scores
 from service.memory import drop_file_pages, tensor_spans
 
 LINEAR_MODES = ("auto", "onednn", "aten")
@@ -109,11 +110,6 @@ def _linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.n
             if type(child) is torch.nn.Linear]
 
 
-def _scores(forward: Callable[[dict[str, np.ndarray]], np.ndarray], features) -> np.ndarray:
-    logits = forward(features).astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-logits))
-
-
 def _capture(layers, run: Callable[[], np.ndarray]) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor]], np.ndarray]:
     """Each layer's input (before its own pre-hooks) and output (after its hooks) in one warm-up forward, `run`,
     and what `run` returned."""
@@ -167,7 +163,7 @@ def pack_linears(model: torch.nn.Module, forward: Callable[[dict[str, np.ndarray
         return LinearReport("aten", "the model has no nn.Linear layers")
     if features is None:
         return LinearReport("aten", "no warm-up batch to verify packing on")
-    seen, before = _capture(layers, lambda: _scores(forward, features))
+    seen, before = _capture(layers, lambda: warmup_scores(forward, features))
     replaced_layers = {id(layer) for _, _, layer in layers}
     # Everything the rest of the model reads (a weight tied to another module included): never dropped.
     still_used = tensor_spans([*(p.data for module in model.modules() if id(module) not in replaced_layers
@@ -185,7 +181,7 @@ def pack_linears(model: torch.nn.Module, forward: Callable[[dict[str, np.ndarray
             # the mapping is private and never written, so a restored layer reads its pages back from the file.
             released += drop_file_pages(tensor_spans([p.data for p in layer.parameters(recurse=False)]),
                                         still_used + tensor_spans(packed.buffers()))
-        after = _scores(forward, features)
+        after = warmup_scores(forward, features)
     except Exception as exc:  # noqa: BLE001 - an op this torch cannot run here: keep aten, say why
         _restore(layers)
         return LinearReport("aten", f"packed forward failed ({type(exc).__name__}: {exc}); layers restored")
