@@ -87,7 +87,7 @@ def matmul_peak(dtype: str = "fp32", n: int = 2048, repeats: int = 5, threads: i
     service runs, service/backends/packed_linear.py), so that no contender's MFU is taken against a slow GEMM."""
     import torch
 
-    from service.backends.packed_linear import onednn_unavailable_reason
+    from service.backends.packed_linear import PackedLinear, onednn_unavailable_reason
 
     if threads:
         torch.set_num_threads(threads)
@@ -98,8 +98,11 @@ def matmul_peak(dtype: str = "fp32", n: int = 2048, repeats: int = 5, threads: i
     flops = 2.0 * n * n * n
     paths = {"aten mm": lambda: torch.mm(a, b)}
     if onednn_unavailable_reason() is None:
-        packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), n)
-        paths["oneDNN packed Linear"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+        linear = torch.nn.Linear(n, n, bias=False, dtype=torch_dtype)
+        with torch.no_grad():
+            linear.weight.copy_(b.t())  # a @ b, as the service's packed layer computes it
+        packed = PackedLinear(linear)
+        paths["oneDNN packed Linear"] = lambda: packed(a)
     best, best_path = float("inf"), ""
     with torch.inference_mode():
         inner = max(1, int(3e10 // flops))  # ~30 GFLOP per timed repeat
