@@ -21,8 +21,9 @@ What grows a CPU torch worker's RSS while it serves (the soak in benchmarks/RESU
   benchmark's 8 W1 + 8 W2 requests, time per round: fp32 745-792 MiB at 64 / 1,024 (the previous cap),
   615 MiB at 16 / 16, 551 MiB at 8 / 8, 533-561 MiB at 4 / 4, for the same 25-26 s; bf16 571-590 MiB at
   64 / 1,024, 496 MiB at 8 / 8 (18.5 vs 19.2-20.0 s). Re-creating a primitive costs far less than a forward
-  pass. Padding every batch to a multiple of `PAD_MULTIPLE` tokens bounds the distinct sequence lengths
-  (512 / 16 = 32 instead of 512). bf16 weights are converted once (service/backends/bf16.py), so autocast's
+  pass. With the caches capped, distinct sequence lengths no longer hold memory: the torch engine pads each
+  batch to its longest pair exactly (service.engine.factory.PAD_MULTIPLES; ONNX Runtime keeps multiples of
+  `PAD_MULTIPLE`, 16). bf16 weights are converted once (service/backends/bf16.py), so autocast's
   cast copies of the weights never exist.
 * What is left free on the heap after a burst: `release_memory` (malloc_trim) hands it back when the
   inference thread goes idle.

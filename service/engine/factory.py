@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.engine.reranker import RerankEngine
+from service.memory import PAD_MULTIPLE
 from service.settings import Settings, cpu_count_available
 
 WARMUP_QUERY = "what is a reranker"
@@ -61,6 +62,15 @@ DEFAULT_BATCH_TOKENS = {("torch", "fp32"): 1024, ("torch", "bf16"): 1024, ("onnx
                         ("onnx", "int8"): 2048}
 FALLBACK_BATCH_TOKENS = 2048
 
+# Each batch is padded to its longest pair rounded up to this many tokens, by backend. torch: exact lengths. oneDNN's
+# and ideep's per-shape caches are capped (service/memory.py), so distinct lengths no longer hold memory, and
+# rounding up to 16 cost compute: measured in-process on the JinaBERT proxy (fp32, packed Linear, 2 cores, the
+# three multiples interleaved on the same requests), W2 p50 327-337 ms exact, 343 at 8, 342-346 at 16 (W2's
+# padding is 2.6 % exact, 9.0 % at 16); W1 2,925-2,929 / 3,016-3,026 / 2,941-3,012 ms; in-process peak RSS within
+# 5 MiB; host soak (benchmarks.soak) peak per worker exact / 16: fp32 538 / 616 MiB, bf16 550 / 550 MiB.
+# ONNX Runtime: 16, with which its arena's footprint (infra/sizing.py) was measured.
+PAD_MULTIPLES = {"torch": 1, "onnx": PAD_MULTIPLE}
+
 
 def batch_tokens(settings: Settings, backend: str, precision: str) -> int:
     """RERANK_BATCH_TOKENS, or the measured default for the backend and precision that serve."""
@@ -70,8 +80,9 @@ def batch_tokens(settings: Settings, backend: str, precision: str) -> int:
 
 
 def engine_options(settings: Settings, backend: str, precision: str) -> dict[str, Any]:
-    """The scheduling settings every flavour's RerankEngine takes: batching, admission bound, watchdog."""
+    """The scheduling settings every flavour's RerankEngine takes: batching, padding, admission bound, watchdog."""
     return {"batch_tokens": batch_tokens(settings, backend, precision),
+            "pad_multiple": PAD_MULTIPLES.get(backend, PAD_MULTIPLE),
             "max_wait_s": settings.rerank_max_wait_ms / 1000,
             "max_queued_tokens": settings.rerank_max_queued_tokens,
             "queue_wait_limit_s": settings.rerank_request_timeout_s / 2, "watchdog_s": settings.rerank_watchdog_s}

@@ -104,6 +104,7 @@ def build_onnx_engine(settings: Settings) -> LoadedEngine:
         "precision_verdict": precision_verdict,
         "threads": threads,
         "batch_tokens": engine.batch_tokens,
+        "pad_multiple": engine.pad_multiple,
         "memory": allocator,
         "load_seconds": round(load_seconds, 3),
     }

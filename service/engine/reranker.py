@@ -12,7 +12,7 @@ from service.backends.base import Backend
 from service.engine.batching import plan_batches
 from service.engine.scheduler import BatchScheduler, Pair
 from service.engine.tokenization import EncodedPairs, PairEncoder, pad_batch
-from service.memory import padded_length, release_memory
+from service.memory import PAD_MULTIPLE, padded_length, release_memory
 
 Activation = Callable[[np.ndarray], np.ndarray]
 
@@ -30,12 +30,14 @@ class Scores:
 
 class RerankEngine:
     def __init__(self, encoder: PairEncoder, backend: Backend, activation: Activation, *,
-                 batch_tokens: int, max_wait_s: float, max_queued_tokens: int | None = None,
+                 batch_tokens: int, max_wait_s: float, pad_multiple: int = PAD_MULTIPLE,
+                 max_queued_tokens: int | None = None,
                  queue_wait_limit_s: float | None = None, watchdog_s: float = 30.0) -> None:
         self.encoder = encoder
         self.backend = backend
         self.activation = activation
         self.batch_tokens = batch_tokens
+        self.pad_multiple = pad_multiple
         self.scheduler = BatchScheduler(self.score_pairs, batch_tokens=batch_tokens, max_wait_s=max_wait_s,
                                         max_queued_tokens=max_queued_tokens,
                                         queue_wait_limit_s=queue_wait_limit_s, watchdog_s=watchdog_s,
@@ -56,8 +58,8 @@ class RerankEngine:
         lengths = [len(ids) for ids, _ in pairs]
         logits = np.empty(len(pairs), dtype=np.float32)
         for batch in plan_batches(lengths, self.batch_tokens):
-            # A few padded lengths (multiples of 16) instead of every length: bounded per-shape caches.
-            length = padded_length(max(lengths[i] for i in batch), self.encoder.max_length)
+            # Padded to the longest pair, rounded up to `pad_multiple` (per backend: service.engine.factory).
+            length = padded_length(max(lengths[i] for i in batch), self.encoder.max_length, self.pad_multiple)
             features = pad_batch([pairs[i] for i in batch], self.encoder.pad_token_id, length)
             logits[batch] = self.backend.forward(features)[:, 0]
             self.scheduler.beat()

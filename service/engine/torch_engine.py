@@ -80,6 +80,7 @@ def build_torch_engine(settings: Settings) -> LoadedEngine:
         "precision_verdict": verdict_info(choice, verdict, verdict_problem),
         "threads": threads,
         "batch_tokens": engine.batch_tokens,
+        "pad_multiple": engine.pad_multiple,
         "memory": allocator,
         "load_seconds": round(load_seconds, 3),
     }

@@ -12,8 +12,9 @@ from sentence_transformers import CrossEncoder
 
 from service.backends.torch_backend import TorchBackend, enable_sdpa
 from service.engine.batching import QUADRATIC_FROM, padding_ratio, plan_batches
-from service.engine.factory import build_engine
+from service.engine.factory import build_engine, engine_options
 from service.engine.ranking import rank
+from service.engine.reranker import RerankEngine
 from service.settings import load_settings
 from tests.support.model_factory import english_like_query, english_like_text
 
@@ -57,6 +58,34 @@ def test_batch_budget_defaults_to_the_one_measured_for_the_precision_that_serves
         assert explicit.engine.batch_tokens == 3000  # an operator's value wins
     finally:
         explicit.engine.stop()
+
+
+def test_torch_pads_each_batch_to_its_longest_pair_and_onnx_to_a_multiple_of_16(alibi_model_dir):
+    settings = load_settings(RERANK_MODEL_PATH=str(alibi_model_dir), RERANK_PRECISION="fp32")
+    assert engine_options(settings, "onnx", "fp32")["pad_multiple"] == 16
+    loaded = build_engine(settings)
+    try:
+        engine = loaded.engine
+        assert engine.pad_multiple == loaded.info["pad_multiple"] == 1
+        shapes: list[tuple[int, int]] = []
+        forward = engine.backend.forward
+
+        def recording(features):
+            shapes.append(features["input_ids"].shape)
+            return forward(features)
+
+        engine.backend.forward = recording
+        pairs = [([engine.encoder.pad_token_id + 5] * n, None) for n in (37, 20, 131)]
+        exact = engine.score_pairs(pairs)
+        assert shapes == [(3, 131)]  # one batch (within the budget), as long as its longest pair
+        shapes.clear()
+        onnx_like = RerankEngine(engine.encoder, engine.backend, engine.activation, batch_tokens=engine.batch_tokens,
+                                 max_wait_s=0, pad_multiple=16)
+        rounded = onnx_like.score_pairs(pairs)
+        assert shapes == [(3, 144)]
+        np.testing.assert_allclose(exact, rounded, atol=1e-5)  # padding is masked: the scores do not move
+    finally:
+        loaded.engine.stop()
 
 
 @pytest.fixture(scope="module")
