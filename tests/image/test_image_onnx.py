@@ -211,9 +211,11 @@ def test_100_documents_under_512m_after_a_soak(slim_image, run_container, result
         "--read-only",
         "--cap-drop",
         "ALL",
-        # Two clients keep the worker at capacity: room for both 100-document requests in the admission bound
-        # (its default sheds the second one with 429, which is the overload tests' business, not this soak's).
-        env={"WEB_CONCURRENCY": "1", "RERANK_MAX_QUEUED_TOKENS": "204800"},
+        # Two clients keep the worker at capacity: room for both 100-document requests in the admission bounds
+        # (the defaults shed the second one with 429, which is the overload tests' business, not this soak's):
+        # the token bound, and the time bound, half the request timeout (two 51,200-token requests must drain in it
+        # at the measured rate; 15 s of the default 30 s refused them on a slow machine).
+        env={"WEB_CONCURRENCY": "1", "RERANK_MAX_QUEUED_TOKENS": "204800", "RERANK_REQUEST_TIMEOUT_S": "300"},
     )
     port = None
     deadline = time.monotonic() + HEALTHY_WITHIN_S
