@@ -15,7 +15,8 @@ folder has `onnx/model.onnx` / `onnx/model_quantized.onnx`), and compares each w
 * mean over queries of |top-10 ∩ reference top-10| / 10 >= 0.98
 * max |score difference| (sigmoid scores, as served)    <= 0.01
 
-It also times each option on the same pairs (after a warm-up), so `auto` can prefer the fastest that passed.
+It also times each option on the same pairs (after a warm-up), batched and padded as that option serves
+(`service.engine.factory.serving_batching`), so `auto` can prefer the fastest that passed.
 
 The verdict, `fidelity.json` at the model directory's root (format version 1)::
 
@@ -399,12 +400,16 @@ def _score_calibration(engine, calibration) -> tuple[list[float], float]:
     return scores, time.perf_counter() - started
 
 
-def _engine(reranker, backend, max_length: int):
+def _engine(reranker, backend, max_length: int, option: str):
+    """The engine `option` is scored and timed through: batched and padded as it serves
+    (`service.engine.factory.serving_batching`), so its speed-up is the one `auto` will get."""
+    from service.engine.factory import serving_batching
     from service.engine.reranker import RerankEngine
     from service.engine.tokenization import PairEncoder
 
+    backend_name, precision = option.split("-", 1)
     return RerankEngine(PairEncoder(reranker.tokenizer, max_length), backend, reranker.activate,
-                        batch_tokens=4096, max_wait_s=0.0)
+                        **serving_batching(backend_name, precision), max_wait_s=0.0)
 
 
 def _offered_options(model_dir: Path) -> list[str]:
@@ -463,8 +468,8 @@ def run_gate(model_dir: Path | str, *, max_length: int = 512, options: Sequence[
     query_ids = calibration.query_ids
     log(f"fidelity gate: {model_dir.name}, {len(query_ids)} calibration pairs, options {options}")
     backend, loaded_model = _make_backend(REFERENCE_OPTION, model_dir, load, threads)
-    reference, reference_seconds = _score_calibration(_engine(loaded_model, backend, state["max_length"]),
-                                                      calibration)
+    reference, reference_seconds = _score_calibration(
+        _engine(loaded_model, backend, state["max_length"], REFERENCE_OPTION), calibration)
     results: dict[str, dict[str, Any]] = {REFERENCE_OPTION: {
         **compare(reference, reference, query_ids, thresholds), "seconds": round(reference_seconds, 3),
         "speedup_vs_reference": 1.0, **_backend_facts(backend)}}
@@ -475,8 +480,8 @@ def run_gate(model_dir: Path | str, *, max_length: int = 512, options: Sequence[
             continue
         try:
             backend, loaded_model = _make_backend(option, model_dir, load, threads)
-            scores, seconds = _score_calibration(_engine(loaded_model, backend, state["max_length"]),
-                                                 calibration)
+            scores, seconds = _score_calibration(
+                _engine(loaded_model, backend, state["max_length"], option), calibration)
         except Exception as exc:  # noqa: BLE001 - an option that cannot run is recorded, never picked
             results[option] = {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
             log(f"  {option}: could not be scored: {type(exc).__name__}: {exc}")

@@ -72,17 +72,19 @@ FALLBACK_BATCH_TOKENS = 2048
 PAD_MULTIPLES = {"torch": 1, "onnx": PAD_MULTIPLE}
 
 
-def batch_tokens(settings: Settings, backend: str, precision: str) -> int:
-    """RERANK_BATCH_TOKENS, or the measured default for the backend and precision that serve."""
-    if settings.rerank_batch_tokens is not None:
-        return settings.rerank_batch_tokens
-    return DEFAULT_BATCH_TOKENS.get((backend, precision), FALLBACK_BATCH_TOKENS)
+def serving_batching(backend: str, precision: str, batch_tokens: int | None = None) -> dict[str, int]:
+    """How `backend` batches when it serves `precision`: the token budget per forward pass (`batch_tokens`, i.e.
+    RERANK_BATCH_TOKENS, when set; else the measured default) and the padding multiple. The engine serves with
+    it, and the precision gate (service/fidelity_gate.py) times each option with it, so that the speeds `auto`
+    chooses by are the speeds that serve."""
+    if batch_tokens is None:
+        batch_tokens = DEFAULT_BATCH_TOKENS.get((backend, precision), FALLBACK_BATCH_TOKENS)
+    return {"batch_tokens": batch_tokens, "pad_multiple": PAD_MULTIPLES.get(backend, PAD_MULTIPLE)}
 
 
 def engine_options(settings: Settings, backend: str, precision: str) -> dict[str, Any]:
     """The scheduling settings every flavour's RerankEngine takes: batching, padding, admission bound, watchdog."""
-    return {"batch_tokens": batch_tokens(settings, backend, precision),
-            "pad_multiple": PAD_MULTIPLES.get(backend, PAD_MULTIPLE),
+    return {**serving_batching(backend, precision, settings.rerank_batch_tokens),
             "max_wait_s": settings.rerank_max_wait_ms / 1000,
             "max_queued_tokens": settings.rerank_max_queued_tokens,
             "queue_wait_limit_s": settings.rerank_request_timeout_s / 2, "watchdog_s": settings.rerank_watchdog_s}

@@ -53,6 +53,44 @@ def test_bf16_passes_the_gate_on_trained_weights(trained_dir, trained_verdict):
     assert written["versions"]["torch"] and written["model"]["weights"][0]["sha256"]
 
 
+def test_the_gate_times_each_option_batched_and_padded_as_it_serves(trained_dir, monkeypatch):
+    """auto picks the fastest option that passed, by the speeds the gate measured: those must be the speeds of the
+    batching that serves (per backend and precision), not of a batch size of the gate's own."""
+    from service.backends.torch_backend import TorchBackend
+
+    seen: dict[str, list[tuple[int, int, int]]] = {}  # precision -> (pairs, padded length, longest pair)
+    scoring = []  # non-empty while the gate scores the calibration set (not the load's warm-up checks)
+    real_forward, real_score = TorchBackend.forward, gate._score_calibration
+
+    def recording_forward(self, features):
+        if scoring:
+            mask = features["attention_mask"]
+            seen.setdefault(self.precision, []).append((mask.shape[0], mask.shape[1], int(mask.sum(axis=1).max())))
+        return real_forward(self, features)
+
+    def recording_score(engine, calibration):
+        scoring.append(True)
+        try:
+            return real_score(engine, calibration)
+        finally:
+            scoring.clear()
+
+    monkeypatch.setattr(TorchBackend, "forward", recording_forward)
+    monkeypatch.setattr(gate, "_score_calibration", recording_score)
+    gate.run_gate(trained_dir, options=["torch-bf16"], calibration=calibration_set(n_queries=2, per_query=16),
+                  write=False, log=print)
+    monkeypatch.setattr(TorchBackend, "forward", real_forward)
+    for precision in ("fp32", "bf16"):
+        loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(trained_dir), RERANK_PRECISION=precision))
+        loaded.engine.stop()
+        budget, multiple = loaded.info["batch_tokens"], loaded.info["pad_multiple"]
+        batches = seen[precision]
+        assert all(pairs * length <= budget for pairs, length, _ in batches), (precision, budget, batches)
+        assert all(length == -(-longest // multiple) * multiple for _, length, longest in batches), batches
+        # 32 pairs of RAG-chunk lengths do not fit one served batch: the gate really cut them by the budget.
+        assert max(pairs * length for pairs, length, _ in batches) > budget // 2, batches
+
+
 def test_bf16_fails_the_gate_on_the_random_proxy(model_cache):
     proxy = cached_model("alibi", model_cache, **JINA_TINY_DIMS)
     verdict = gate.run_gate(proxy, options=["torch-bf16"], write=False, log=print)
