@@ -269,7 +269,10 @@ def render(results: dict[str, Any]) -> str:
     if section := flavours_section():
         add(section)
     add("## Machine and versions\n")
-    add(f"- CPU: **{m.get('model')}** ({m.get('vendor')}), {m.get('cores_online')} CPUs "
+    generation = ", ".join(f"{label} {m[key]}" for label, key in (("family", "family"), ("model", "model_number"),
+                                                                  ("stepping", "stepping")) if m.get(key))
+    add(f"- CPU: **{m.get('model')}** ({m.get('vendor')}{', ' + generation if generation else ''}), "
+        f"{m.get('cores_online')} CPUs "
         f"({m.get('threads_per_core')} thread(s) per core), L2 {m.get('l2')}, L3 {m.get('l3')}, "
         f"hypervisor {m.get('hypervisor') or 'none'}, {m.get('memory_gib')} GiB memory; {m.get('platform')}.")
     add(f"- Matmul-relevant flags: `{' '.join(m.get('matmul_flags', []))}`; "
