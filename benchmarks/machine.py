@@ -25,7 +25,8 @@ def cpu_info() -> dict[str, Any]:
                     l3=fields.get("L3 cache"), hypervisor=fields.get("Hypervisor vendor"),
                     # under a hypervisor the model name can be as bare as "AMD EPYC": these tell the generations
                     # apart (AMD family 25 = Zen 3/4, 26 = Zen 5), and with them the matmul speed
-                    family=fields.get("CPU family"), model_number=fields.get("Model"), stepping=fields.get("Stepping"),
+                    family=fields.get("CPU family"), model_number=fields.get("Model"),
+                    stepping=fields.get("Stepping"),
                     flags=fields.get("Flags", "").split())
     except (OSError, subprocess.SubprocessError):
         text = Path("/proc/cpuinfo").read_text()

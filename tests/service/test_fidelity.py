@@ -87,7 +87,7 @@ def test_the_gate_times_each_option_batched_and_padded_as_it_serves(trained_dir,
         batches = seen[precision]
         assert all(pairs * length <= budget for pairs, length, _ in batches), (precision, budget, batches)
         assert all(length == -(-longest // multiple) * multiple for _, length, longest in batches), batches
-        # 32 pairs of RAG-chunk lengths do not fit one served batch: the gate really cut them by the budget.
+        # ...and filled up to it: the calibration's pairs were cut by the budget, not scored a few at a time.
         assert max(pairs * length for pairs, length, _ in batches) > budget // 2, batches
 
 
