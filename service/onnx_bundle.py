@@ -43,6 +43,7 @@ import numpy as np
 from service import fidelity_gate
 from service.backends.onnx_backend import FILES, INT64_INPUTS, ONNX_DIR, OnnxBackend
 from service.engine.activation import activation_from_config, folder_json, sentence_transformers_config
+from service.engine.factory import serving_batching
 from service.engine.reranker import RerankEngine
 from service.engine.tokenization import TokenizersPairEncoder
 from service.model_store import ModelSource, read_model_config
@@ -54,7 +55,6 @@ FIDELITY_FILE = fidelity_gate.VERDICT_FILE
 # activation (service/engine/activation.py).
 COPIED_FILES = ("config.json", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
                 "config_sentence_transformers.json")
-BATCH_TOKENS = 4096
 
 
 class BundleError(RuntimeError):
@@ -76,13 +76,14 @@ class Scored:
 
 def onnx_engine_for(folder: Path, model_file: Path, max_length: int, precision: str = "fp32",
                     threads: int | None = None) -> RerankEngine:
-    """The engine the ONNX flavour builds, on `model_file` with `folder`'s tokenizer and config."""
+    """The engine the ONNX flavour builds, on `model_file` with `folder`'s tokenizer and config, batched and padded
+    as it serves (so the gate's timing of the graph is the served speed)."""
     config = read_model_config(ModelSource(model_id=folder.name, path=folder), local_files_only=True)
     backend = OnnxBackend(model_file, precision=precision, threads=threads)
     encoder = TokenizersPairEncoder.from_model_dir(folder, max_length,
                                                    with_token_type_ids="token_type_ids" in backend.input_names)
     activation, _ = activation_from_config(config, sentence_transformers_config(folder_json(folder), str(folder)))
-    return RerankEngine(encoder, backend, activation, batch_tokens=BATCH_TOKENS, max_wait_s=0)
+    return RerankEngine(encoder, backend, activation, **serving_batching("onnx", precision), max_wait_s=0)
 
 
 class Gate:
@@ -95,7 +96,7 @@ class Gate:
         self.max_length = max_length
         backend, _ = fidelity_gate._make_backend(fidelity_gate.REFERENCE_OPTION, model_dir, lambda: loaded_model,
                                                  None)
-        engine = fidelity_gate._engine(loaded_model, backend, max_length)
+        engine = fidelity_gate._engine(loaded_model, backend, max_length, fidelity_gate.REFERENCE_OPTION)
         self.reference, self.reference_seconds = fidelity_gate._score_calibration(engine, calibration)
 
     def reference_entry(self) -> dict[str, Any]:

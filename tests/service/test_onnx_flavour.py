@@ -341,6 +341,19 @@ def test_bundle_prefers_fused_attention_and_serves_torch_scores(alibi_onnx_model
         torch.engine.stop()
 
 
+def test_the_bundle_gate_scores_and_times_graphs_batched_as_the_onnx_flavour_serves(alibi_onnx_model):
+    """The speed-up fidelity.json records for an ONNX graph is the one `auto` chooses by: measured with the
+    batch budget and padding the ONNX flavour serves with, not with a batch size of the builder's own."""
+    from service.onnx_bundle import onnx_engine_for
+
+    served = build_engine(load_settings(RERANK_MODEL_PATH=str(alibi_onnx_model), RERANK_FLAVOUR="onnx",
+                                        RERANK_PRECISION="fp32"))
+    served.engine.stop()
+    judged = onnx_engine_for(alibi_onnx_model, alibi_onnx_model / "onnx" / "model.onnx", served.info["max_length"])
+    assert (judged.batch_tokens, judged.pad_multiple) == (served.info["batch_tokens"], served.info["pad_multiple"])
+    assert (judged.batch_tokens, judged.pad_multiple) == (2048, 16)
+
+
 def test_bundle_reuses_a_matching_repository_graph(alibi_onnx_model, bert_onnx_model, tmp_path):
     report = _bundle(alibi_onnx_model, tmp_path / "alibi", fuse_attention=False, quantize=False)
     assert (report.graph_source, report.attention) == ("repository", "unfused"), report.why
