@@ -49,7 +49,10 @@ FOOTPRINTS: dict[str, Footprint] = {
     #     1,536): fp32 548-599 MiB = 575-628 MB (four runs); bf16 538 MiB = 564 MB once it hands back the pages of
     #     the fp32 weights it converts (service/memory.py: drop_file_pages; 567-592 MiB = 595-621 MB before);
     #   python -m benchmarks.flavours --soak 60 (60 s of W1 only, 100 documents per request): fp32 605 MB (aten).
-    # The largest, 628 MB, rounded up: 650 MB, kept until the new path has as many runs behind it. (It was 800 MB while the image carried sentence-transformers:
+    # Again 2026-12-02, batches padded to their longest pair (service/engine/factory.py PAD_MULTIPLES), on an AMD
+    # EPYC of another generation (Zen 5): soak fp32 540 MiB = 566 MB, bf16 520 MiB = 545 MB; flavours fp32 568 MB.
+    # The largest, 628 MB, rounded up: 650 MB, kept until the new path has as many runs behind it.
+    # (It was 800 MB while the image carried sentence-transformers:
     # transformers imports scikit-learn and SciPy whenever they are installed, 85 MiB per worker; bf16 then
     # peaked 73 MB above fp32, now at or below it. The first figure, 550 MB, was one request's cgroup peak, not
     # a soak.)
@@ -57,7 +60,8 @@ FOOTPRINTS: dict[str, Footprint] = {
     # Measured 2026-12-01 by `python -m benchmarks.flavours --soak 60` (benchmarks/RESULTS.md, flavours.json) on
     # the `runtime-onnx` image built with the same JinaBERT-shaped model (fused attention, fp32, 2,048-token
     # batches), hardened, under --memory 512m: after 60 s of W1 (100 documents of 50-300 words) from 2 clients,
-    # the worker's peak RSS was 287-288 MB (VmHWM, two runs) and the container's 272-289 MB, no OOM kill.
+    # the worker's peak RSS was 287-288 MB (VmHWM, two runs) and the container's 272-289 MB, no OOM kill; again
+    # 2026-12-02 (Zen 5): worker 288 MB, container 379 MB (page cache included), no OOM kill.
     # Rounded up: 300 MB.
     # One worker needs 300 + 150 = 450 MB: Render `starter` (512 MB) holds it.
     "onnx": Footprint("onnx", "runtime-onnx", worker_mb=300, headroom_mb=150, measured=True),
