@@ -88,6 +88,12 @@ TOP_K = 10
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
+def option_parts(option: str) -> tuple[str, str]:
+    """("torch", "bf16") for "torch-bf16": an option's backend and precision."""
+    backend, precision = option.split("-", 1)
+    return backend, precision
+
+
 class VerdictError(ValueError):
     """fidelity.json exists but cannot be used (unreadable, another format, another model's weights)."""
 
@@ -298,7 +304,7 @@ def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
 def runs_natively(option: str, features: dict[str, Any]) -> tuple[bool, str]:
     """(native?, why): bf16 needs AVX-512 BF16 or AMX (else it is emulated, slower than fp32); int8 needs VNNI
     or AMX-INT8 (else the int8 dot products are emulated)."""
-    precision = option.rsplit("-", 1)[-1]
+    precision = option_parts(option)[1]
     if precision == "fp32":
         return True, "fp32 runs everywhere"
     if precision == "bf16":
@@ -320,11 +326,11 @@ class AutoChoice:
 
     @property
     def backend(self) -> str:
-        return self.option.split("-", 1)[0]
+        return option_parts(self.option)[0]
 
     @property
     def precision(self) -> str:
-        return self.option.rsplit("-", 1)[1]
+        return option_parts(self.option)[1]
 
 
 def choose_option(verdict: Verdict | None, available: Iterable[str], features: dict[str, Any] | None = None,
@@ -407,7 +413,7 @@ def _engine(reranker, backend, max_length: int, option: str):
     from service.engine.reranker import RerankEngine
     from service.engine.tokenization import PairEncoder
 
-    backend_name, precision = option.split("-", 1)
+    backend_name, precision = option_parts(option)
     return RerankEngine(PairEncoder(reranker.tokenizer, max_length), backend, reranker.activate,
                         **serving_batching(backend_name, precision), max_wait_s=0.0)
 
@@ -425,7 +431,7 @@ def _offered_options(model_dir: Path) -> list[str]:
 def _make_backend(option: str, model_dir: Path, load: Callable[[], Any], threads: int | None):
     """(backend, loaded_model) for `option`; each torch option gets its own freshly loaded model, so a
     conversion (bf16 weights) never leaks into the reference."""
-    backend_name, precision = option.split("-", 1)
+    backend_name, precision = option_parts(option)
     loaded_model = load()
     if backend_name == "torch":
         from service.backends.attention import sample_features

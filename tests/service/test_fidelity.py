@@ -79,7 +79,6 @@ def test_the_gate_times_each_option_batched_and_padded_as_it_serves(trained_dir,
     monkeypatch.setattr(gate, "_score_calibration", recording_score)
     gate.run_gate(trained_dir, options=["torch-bf16"], calibration=calibration_set(n_queries=2, per_query=16),
                   write=False, log=print)
-    monkeypatch.setattr(TorchBackend, "forward", real_forward)
     for precision in ("fp32", "bf16"):
         loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(trained_dir), RERANK_PRECISION=precision))
         loaded.engine.stop()
