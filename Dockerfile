@@ -89,6 +89,12 @@ COPY service/backends/ /app/service/backends/
 COPY service/engine/ /app/service/engine/
 RUN HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m service.fidelity_gate /opt/reranker/model \
  && rm -rf /root/.cache
+# The native JinaBERT implementation checked against the model's remote code on these weights (same token ids,
+# scores within 1e-4): /opt/reranker/model/native.json lets the torch flavour serve it without importing
+# transformers (cold start) when it passed; otherwise the remote code serves (service/native_gate.py).
+COPY service/native_gate.py /app/service/
+RUN HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 python -m service.native_gate /opt/reranker/model \
+ && rm -rf /root/.cache
 
 # ---- deps-onnx: the slim flavour's virtualenv: ONNX Runtime, tokenizers and the API; no torch, no transformers
 FROM python AS deps-onnx

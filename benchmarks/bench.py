@@ -38,13 +38,17 @@ from benchmarks.servers import (
 )
 from benchmarks.workloads import Workload, WorkloadSizes, build_workloads, count_tokens
 
-CONTENDER_ORDER = ("seed", "infinity", "service", "service-config", "service-bf16")
-# The service in its variants: fp32 on the module form of JinaBERT's attention switch (the default proxy), fp32
-# on the config form (same weights, `config_form_model_path`), bf16 (converted weights) on the module form.
+CONTENDER_ORDER = ("seed", "infinity", "service", "service-remote", "service-config", "service-bf16")
+# The service in its variants: fp32 as the image serves it (the native JinaBERT implementation, which the proxy's
+# native.json lets it use, as the image build's check does for the real model); fp32 on the model's remote code
+# through transformers, in both forms of JinaBERT's attention switch (module form: the default proxy; config
+# form: same weights, `config_form_model_path`); bf16 (converted weights) as the image serves it.
+REMOTE_CODE = {"RERANK_IMPLEMENTATION": "remote-code"}
 SERVICE_VARIANTS = {
     "service": ("(c) this service, fp32", {}),
-    "service-config": ("(c') this service, fp32, config-form code", {}),
-    "service-bf16": ("(c\") this service, bf16", {"RERANK_PRECISION": "bf16"}),
+    "service-remote": ("(c1) this service, fp32, remote code", REMOTE_CODE),
+    "service-config": ("(c2) this service, fp32, remote code, config form", REMOTE_CODE),
+    "service-bf16": ("(c3) this service, bf16", {"RERANK_PRECISION": "bf16"}),
 }
 
 

@@ -13,7 +13,7 @@ TARGETS = {
     "rss_mib": 600.0 * 1000 * 1000 / 2**20,  # "600 MB" per worker
     "cold_start_s": 5.0,
 }
-SERVICE_KEYS = ("service", "service-config", "service-bf16")
+SERVICE_KEYS = ("service", "service-remote", "service-config", "service-bf16")
 
 TABLE_COLUMNS = ["contender", "W1 p50", "W1 p95", "W2 p50", "W2 p95", "W3 throughput", "W3 p50",
                  "tokens/s W1 · W2 · W3", "MFU W1 · W2 · W3", "peak RSS/worker serving", "peak RSS incl. load",

@@ -63,6 +63,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def native_verdict(model_path: Path) -> None:
+    """The proxy's native.json, taken as the image build takes the real model's (service/native_gate.py), once:
+    (c) and (c3) then serve the native implementation, as the image does."""
+    from service import native_gate
+
+    try:
+        if native_gate.read_native_verdict(model_path) is not None:
+            return
+    except native_gate.NativeVerdictError:
+        pass
+    print(f"native implementation check on {model_path.name} (once; written next to the proxy)", flush=True)
+    native_gate.check_in_child(model_path, log=print, warn=lambda msg: print(msg, file=sys.stderr))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     contenders = tuple(c.strip() for c in args.contenders.split(",") if c.strip())
@@ -102,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         dims = SMOKE_MODEL_ARGS if args.smoke else JINA_TINY_DIMS
         config_form = cached_model("alibi", args.model_cache, attention_form="config", **dims).resolve()
+    if not args.model_path and any(key.startswith("service") for key in contenders):
+        native_verdict(model_path)
     service_python = sys.executable
     if any(key.startswith("service") for key in contenders):
         # a smoke run checks the harness, not the numbers: no venv to build for it unless asked for
@@ -130,3 +146,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

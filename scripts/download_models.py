@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-fidelity-gate",
         action="store_true",
-        help="skip the precision gate (no fidelity.json: RERANK_PRECISION=auto then runs fp32)",
+        help="skip the checks on the weights: the precision gate (no fidelity.json: RERANK_PRECISION=auto "
+        "then runs fp32) and the native implementation's (no native.json: the remote code serves)",
     )
     args = parser.parse_args(argv)
     report_to_stderr()  # what the Hub is waited for, and for how long

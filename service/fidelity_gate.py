@@ -171,29 +171,53 @@ def _sha256(path: Path) -> str:
 def read_verdict(model_dir: Path | str | None) -> Verdict | None:
     """The verdict next to the model, or None when there is none. The weights it was taken on must still be
     the ones in the folder (same files and sizes; the sha256 is checked by the gate, not at every start-up)."""
-    if model_dir is None:
+    found = read_verdict_file(model_dir, VERDICT_FILE, VerdictError, "service.fidelity_gate")
+    if found is None:
         return None
-    path = Path(model_dir) / VERDICT_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise VerdictError(f"{path} cannot be read ({exc}); delete it or re-run python -m service.fidelity_gate "
-                           f"{model_dir}") from None
-    verdict = Verdict.from_json(data, path)
-    recorded = {w.get("file"): w.get("bytes") for w in verdict.model.get("weights", [])}
-    present = {p.name: p.stat().st_size for p in weight_files(Path(model_dir))}
-    if recorded and recorded != present:
-        raise VerdictError(f"{path} was taken on other weights ({recorded}) than the folder holds ({present}); "
-                           f"re-run python -m service.fidelity_gate {model_dir}")
+    verdict = Verdict.from_json(found[1], found[0])
+    check_verdict_weights(found[0], verdict.model, VerdictError, "service.fidelity_gate")
     return verdict
 
 
 def write_verdict(model_dir: Path | str, verdict: Verdict) -> Path:
-    path = Path(model_dir) / VERDICT_FILE
+    return write_verdict_file(model_dir, VERDICT_FILE, verdict.to_json())
+
+
+def read_verdict_file(model_dir: Path | str | None, name: str, error: type[ValueError],
+                      module: str) -> tuple[Path, Any] | None:
+    """(path, parsed JSON) of the verdict file `name` next to the model, None when there is none; `error` (naming
+    `python -m <module>`, which writes it) when it cannot be read. Also service.native_gate's native.json."""
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / name
+    if not path.is_file():
+        return None
+    try:
+        return path, json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise error(f"{path} cannot be read ({exc}); delete it or re-run python -m {module} "
+                    f"{path.parent}") from None
+
+
+def check_verdict_weights(path: Path, model: dict[str, Any], error: type[ValueError], module: str) -> None:
+    """`error` unless the weight files a verdict recorded (`model["weights"]`: names and sizes) are the folder's."""
+    recorded = {w.get("file"): w.get("bytes") for w in model.get("weights", [])}
+    present = {p.name: p.stat().st_size for p in weight_files(path.parent)}
+    if recorded and recorded != present:
+        raise error(f"{path} was taken on other weights ({recorded}) than the folder holds ({present}); "
+                    f"re-run python -m {module} {path.parent}")
+
+
+def recorded_weights(model_dir: Path) -> list[dict[str, Any]]:
+    """What a verdict records of the weights it was taken on: file, bytes, sha256."""
+    return [{"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)} for p in weight_files(model_dir)]
+
+
+def write_verdict_file(model_dir: Path | str, name: str, data: dict[str, Any]) -> Path:
+    """Write `data` as `name` next to the model, atomically, readable by the service user."""
+    path = Path(model_dir) / name
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(verdict.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     tmp.chmod(0o644)
     tmp.replace(path)
     return path
@@ -502,8 +526,7 @@ def run_gate(model_dir: Path | str, *, max_length: int = 512, options: Sequence[
         options=results, thresholds=dict(thresholds), calibration=calibration.describe(), versions=_versions(),
         cpu={**features, "threads": torch.get_num_threads()},
         model={"directory": str(model_dir), "max_length": state["max_length"],
-               "weights": [{"file": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
-                           for p in weight_files(model_dir)]},
+               "weights": recorded_weights(model_dir)},
         created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     for option in results:
         if option != REFERENCE_OPTION:
@@ -528,24 +551,34 @@ def gate_in_child(model_dir: Path | str, *, max_length: int = 512, timeout: floa
     """Run the gate in a child process with the Hub offline (as `verify_offline` loads the model), so the
     caller's memory and imports stay as they were. Returns the verdict, or None (with the reason logged) if
     the gate itself could not run: then no fidelity.json is written and `auto` stays on fp32."""
+    ran = run_module_in_child("service.fidelity_gate", model_dir, max_length=max_length, timeout=timeout, log=log,
+                              warn=warn, failed=f"fidelity gate: no verdict written ({VERDICT_FILE}), auto stays fp32")
+    return read_verdict(model_dir) if ran else None
+
+
+def run_module_in_child(module: str, model_dir: Path | str, *, max_length: int, timeout: float,
+                        log: Callable[[str], None], warn: Callable[[str], None], failed: str) -> bool:
+    """`python -m <module> MODEL_DIR --max-length N` with the Hub offline; its output goes to `log`. False (and
+    `failed` with the cause to `warn`) when it timed out or failed. The precision gate and the native
+    implementation's check (service/native_gate.py) both run this way."""
     from service.settings import PROJECT_ROOT
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "service.fidelity_gate", str(model_dir), "--max-length", str(max_length)]
+    command = [sys.executable, "-m", module, str(model_dir), "--max-length", str(max_length)]
     try:
         result = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
                                 timeout=timeout)
     except subprocess.TimeoutExpired:
-        warn(f"fidelity gate: took more than {timeout:.0f} s; no verdict written ({VERDICT_FILE}), auto stays fp32")
-        return None
+        warn(f"{failed}: {module} took more than {timeout:.0f} s")
+        return False
     for line in result.stdout.splitlines():
         log(line)
     if result.returncode != 0:
         tail = [line for line in result.stderr.strip().splitlines() if line.strip()][-3:]
-        warn("fidelity gate failed; no verdict written, auto stays fp32: " + " | ".join(tail))
-        return None
-    return read_verdict(model_dir)
+        warn(f"{failed}: " + " | ".join(tail))
+        return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

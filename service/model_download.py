@@ -472,6 +472,7 @@ class PreparedModel:
     code_repos: tuple[str, ...] = ()
     commit: str | None = None  # the Hub commit that was downloaded (Hugging Face cache only)
     fidelity: Any = None  # the precision verdict written next to the model (service.fidelity_gate.Verdict)
+    native: Any = None  # the native implementation's verdict (service.native_gate.NativeVerdict)
 
     def env_lines(self) -> list[str]:
         """The settings that make the service load exactly this (for `.env` or `docker run -e`)."""
@@ -484,15 +485,20 @@ class PreparedModel:
 
 
 def print_verdict(prepared: PreparedModel) -> None:
-    """One line per gated option (the download scripts print it)."""
+    """One line per gated option, and the native implementation's verdict (the download scripts print them)."""
     verdict = prepared.fidelity
     if verdict is None:
         print("Precision gate: no verdict (RERANK_PRECISION=auto will run fp32)")
-        return
-    print(f"Precision gate ({verdict.path}):")
-    for option in verdict.options:
-        if option != verdict.reference:
-            print(f"  {verdict.summary(option)}")
+    else:
+        print(f"Precision gate ({verdict.path}):")
+        for option in verdict.options:
+            if option != verdict.reference:
+                print(f"  {verdict.summary(option)}")
+    native = prepared.native
+    if native is None:
+        print("Native implementation: no verdict (the torch flavour will run the model's remote code)")
+    else:
+        print(f"Native implementation ({native.path}): {'passed' if native.passed else 'not used'}: {native.reason}")
 
 
 def display_path(path: Path) -> str:
@@ -514,7 +520,8 @@ def prepare_model(
       directory is only verified where it is.
 
     Then, unless `fidelity_gate=False`, the precision gate (service/fidelity_gate.py) scores its calibration
-    set on these weights and writes `fidelity.json` next to them (the verdict `auto` follows).
+    set on these weights and writes `fidelity.json` next to them (the verdict `auto` follows), and the native
+    implementation's check (service/native_gate.py) writes `native.json`.
     """
     source = source_from_spec(spec, revision, timeouts)
     if local_dir is not None:
@@ -529,9 +536,11 @@ def prepare_model(
         target, code_repos, commit = cached.source, tuple(cached.code_snapshots), cached.commit
         model_dir = cached.snapshot
     verification = verify_offline(target, max_length=max_length)
-    verdict = None
+    verdict = native = None
     if fidelity_gate:
         from service.fidelity_gate import gate_in_child
+        from service.native_gate import check_in_child
 
         verdict = gate_in_child(model_dir, max_length=max_length)
-    return PreparedModel(target, verification, code_repos, commit, verdict)
+        native = check_in_child(model_dir, max_length=max_length)
+    return PreparedModel(target, verification, code_repos, commit, verdict, native)

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         "auto", alias="RERANK_LINEAR",
         description="torch backend's Linear layers: onednn (weights packed once for oneDNN, verified at warm-up; "
                     "service/backends/packed_linear.py), aten (torch's default GEMM); auto: onednn on x86-64")
+    rerank_implementation: Literal["auto", "native", "remote-code"] = Field(
+        "auto", alias="RERANK_IMPLEMENTATION",
+        description="torch flavour: native (JinaBERT in plain torch, no transformers import; only where the model "
+                    "folder's native.json passed, service/native_gate.py), remote-code (transformers and the model's "
+                    "own code); auto: native where it passed and reproduces its probe, remote code otherwise")
     rerank_flavour: Literal["auto", "torch", "onnx"] = Field(
         "auto", alias="RERANK_FLAVOUR",
         description="torch (CrossEncoder) or onnx (ONNX Runtime + tokenizers, never imports torch); "

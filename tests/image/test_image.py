@@ -140,6 +140,22 @@ def test_model_is_where_the_settings_say_and_loads_offline(host, offline_contain
         assert loaded["max_length"] == 512  # the ALiBi buffer is capped to RERANK_MAX_LENGTH
 
 
+def test_the_build_checked_the_native_implementation_and_the_service_follows_it(host, offline_container, image):
+    """The model stage wrote native.json; the JinaBERT-like model passed it and serves natively (transformers never
+    imported: cold start), the BERT one is not covered and serves its transformers code, each saying so in /info."""
+    container, _ = offline_container
+    verdict = json.loads(host.file(f"{MODEL_PATH}/native.json").content_string)
+    implementation = _get_json(container, "/info")["body"]["implementation"]
+    if _name(image) == "alibi":
+        assert verdict["passed"] is True and verdict["metrics"]["token_ids_identical"] is True, verdict["reason"]
+        assert verdict["metrics"]["max_abs_diff"] <= 1e-4
+        assert implementation["name"] == "native", implementation
+        assert implementation["verdict"]["file"] == f"{MODEL_PATH}/native.json"
+    else:
+        assert verdict["passed"] is False and "position_embedding_type" in verdict["reason"]
+        assert implementation["name"] == "remote-code" and "did not pass" in implementation["reason"]
+
+
 def test_no_compilers_no_pip_cache_no_apt_lists(host):
     for compiler in ("gcc", "cc", "c++", "g++", "clang"):
         assert not host.exists(compiler), f"{compiler} is in the image"
