@@ -20,7 +20,9 @@ TABLE_COLUMNS = ["contender", "W1 p50", "W1 p95", "W2 p50", "W2 p95", "W3 throug
                  "cold start"]
 
 NOTE_PROXY = ("The proxy is a JinaBERT-shaped model with **random weights** (normal(0, 0.1) init, built by "
-              "`tests/support/model_factory.py`), loaded as remote code like the real model. Its speed is "
+              "`tests/support/model_factory.py`), with remote code like the real model's: (c1) and (c2) run that code "
+              "through transformers; (c) and (c3) run the service's native implementation, which the image build's "
+              "check (`service/native_gate.py`) also passed on this proxy. Its speed is "
               "the real model's (same shapes, same code paths); its scores are meaningless, and reduced-precision "
               "fidelity measured on it is not the real model's (random weights amplify rounding).")
 

@@ -105,9 +105,11 @@ class LinearReport:
 
 
 def _linears(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.nn.Linear]]:
-    """(parent, attribute, layer) of every plain nn.Linear (subclasses may compute something else)."""
+    """(parent, attribute, layer) of every nn.Linear that computes nn.Linear's forward (a subclass that overrides
+    `forward` may compute something else; one that only skips the random initialisation, as the native JinaBERT's
+    does, is a plain Linear)."""
     return [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-            if type(child) is torch.nn.Linear]
+            if isinstance(child, torch.nn.Linear) and type(child).forward is torch.nn.Linear.forward]
 
 
 def _capture(layers, run: Callable[[], np.ndarray]) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor]], np.ndarray]:

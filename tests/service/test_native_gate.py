@@ -78,6 +78,7 @@ def test_native_serves_the_remote_codes_scores_without_importing_transformers(ga
         assert native.info["implementation"]["verdict"]["passed"] is True
         assert remote.info["implementation"]["name"] == "remote-code"
         assert native.info["attention"] == "attention: sdpa (verified: the model's own attention)"
+        assert native.info["linear"] == remote.info["linear"] == "linear: onednn (verified)"  # packed alike
         assert native.info["max_length"] == remote.info["max_length"] == 512
         for documents in (DOCS, DOCS[:1]):
             np.testing.assert_allclose(native.engine.rerank_now(QUERY, documents).relevance,
