@@ -67,7 +67,9 @@ def choose_implementation(requested: str, *, folder: Path | None, backend: str, 
                 f"RERANK_IMPLEMENTATION=native, but {exc}. Check the folder with: python -m service.native_gate "
                 f"{folder or 'MODEL_DIR'}, or set RERANK_IMPLEMENTATION=auto (falls back to the remote code).") from None
         reason = f"remote code: {exc}"
-        logger.info("implementation: %s", reason)
+        # A check that passed at build time and fails here is a surprise (changed files, another environment).
+        surprising = verdict is not None and verdict.passed
+        logger.log(logging.WARNING if surprising else logging.INFO, "implementation: %s", reason)
         return ImplementationChoice("remote-code", reason, verdict)
     reason = f"native ({verdict.implementation}): {verdict.reason}; probe reproduced at start-up"
     return ImplementationChoice("native", reason, verdict, native)
@@ -95,9 +97,11 @@ def _native_model(verdict: native_gate.NativeVerdict | None, *, folder: Path | N
     assert folder is not None
     try:
         native = load_native_model(folder, max_length)
-    except (jinabert.UnsupportedModel, FileNotFoundError) as exc:
+        problem = native_gate.probe_problem(verdict, native.encoder, fp32_forward(native.model))
+    except jinabert.UnsupportedModel as exc:
         raise NativeUnavailable(str(exc)) from None
-    problem = native_gate.probe_problem(verdict, native.encoder, fp32_forward(native.model))
+    except Exception as exc:  # noqa: BLE001 - unreadable files, a forward that fails: the remote code's path decides
+        raise NativeUnavailable(f"the native model could not be loaded and probed ({type(exc).__name__}: {exc})") from None
     if problem is not None:
         raise NativeUnavailable(problem)
     return native

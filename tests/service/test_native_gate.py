@@ -196,3 +196,17 @@ def test_unsupported_configurations_are_named():
     assert "ForSequenceClassification" in jinabert.unsupported_reason({**base, "architectures": ["JinaBertModel"]})
     assert "more than one output label" in jinabert.unsupported_reason({**base, "id2label": {"0": "a", "1": "b"}})
     assert "not a multiple" in jinabert.unsupported_reason({**base, "num_attention_heads": 5})
+
+
+def test_a_native_model_that_cannot_load_falls_back_with_the_cause(gated_module_form, caplog):
+    (gated_module_form / "tokenizer.json").unlink()  # the native path tokenizes with it; transformers has vocab.txt
+    with caplog.at_level("WARNING", logger="service.engine"):
+        loaded = _engine(gated_module_form)
+    try:
+        implementation = loaded.info["implementation"]
+        assert implementation["name"] == "remote-code"
+        assert "tokenizer.json does not exist" in implementation["reason"]
+        assert "implementation: remote code:" in caplog.text  # a passed check that fails here is a warning
+        assert len(loaded.engine.rerank_now(QUERY, DOCS).relevance) == len(DOCS)
+    finally:
+        loaded.engine.stop()
