@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -67,12 +68,16 @@ class Plan:
     health_timeout_s: float = 600.0
     request_timeout_s: float = 600.0
     parallel_start: bool = False  # smoke only: start all servers at once (cold starts then overlap)
+    # Starts per contender for the cold-start figure (the median): the measured server's own start, then each
+    # server started alone again after the run. One start is one sample of a noisy figure (seen for (c): 2.3 s in
+    # one run, 7.4 s in another on the same CPU model, 2.4-3.0 s in three starts by hand right after that one).
+    cold_starts: int = 3
 
     @classmethod
     def smoke(cls) -> Plan:
         return cls(sizes=WorkloadSizes.smoke(), w1_rounds=1, w1_block=1, w2_rounds=1, w2_block=2, w3_rounds=1,
                    warmup_calls=1, matmul_n=256, health_timeout_s=120.0, request_timeout_s=120.0,
-                   parallel_start=True)
+                   parallel_start=True, cold_starts=2)
 
 
 @dataclass
@@ -121,6 +126,32 @@ def _contenders(config: RunConfig) -> list[Contender]:
                           service_contender(path, {**config.service_env, **env}, key=key, label=label,
                                             python=config.service_python))
     return [built[key]() for key in CONTENDER_ORDER if key in config.contenders and key in built]
+
+
+def _cold_starts(servers: list[ServerProcess], failed: dict[str, str], plan: Plan, log_dir: Path,
+                 log: Callable[[str], None]) -> dict[str, list[float]]:
+    """Each contender's cold starts: its measured server's, then `plan.cold_starts - 1` more, each server started
+    alone (the others stopped) and stopped once healthy. A start that fails here is logged and left out."""
+    runs = {s.contender.key: [s.cold_start_s] for s in servers if s.contender.key not in failed}
+    if plan.cold_starts > 1 and runs:
+        log(f"cold start again: {plan.cold_starts - 1} more per contender, each server alone...")
+    for _ in range(plan.cold_starts - 1):
+        for server in servers:
+            key = server.contender.key
+            if key not in runs:
+                continue
+            again = ServerProcess(server.contender, log_dir / "cold-starts")
+            again.start()
+            try:
+                if again.wait_healthy(plan.health_timeout_s):
+                    runs[key].append(again.cold_start_s)
+                else:
+                    log(f"  {key}: not healthy in a repeated start, left out: {again.error}")
+            finally:
+                again.stop()
+    for key, seconds in runs.items():
+        log(f"  {key}: " + ", ".join(f"{t:.2f}" for t in seconds) + " s")
+    return runs
 
 
 def _dtype_from_info(info: Any) -> str:
@@ -255,6 +286,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
             for server in servers:
                 server.stop()
 
+    cold_starts = _cold_starts(servers, failed, plan, config.log_dir, log)
+
     # The peak is the best the machine can do: measure again now that the servers are gone, keep the best.
     for dtype, peak in peaks.items():
         again = asdict(matmul_peak(dtype, plan.matmul_n))
@@ -276,7 +309,8 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> dict[str, Any]
             contenders[key] = entry
             continue
         entry.update({
-            "cold_start_s": server.cold_start_s,
+            "cold_start_s": statistics.median(cold_starts[key]),
+            "cold_start_runs_s": cold_starts[key],
             "dtype_for_mfu": server.contender.dtype,
             "info": server.info,
             "memory": _memory(server),
@@ -343,8 +377,12 @@ def _mean_pair(workload: Workload) -> float:
 def _memory(server: ServerProcess) -> dict[str, Any]:
     mib = 1024 * 1024
     serving = [t for phase, t in server.memory.items() if phase.startswith("W")]
+    peak = max(serving, key=lambda t: t.peak_process_rss, default=None)
     return {
-        "peak_rss_per_worker_serving_mib": max((t.peak_process_rss for t in serving), default=0) / mib,
+        "peak_rss_per_worker_serving_mib": peak.peak_process_rss / mib if peak else 0.0,
+        # of which file-backed (shared libraries' code, the mapped model file), in the same sample
+        "peak_rss_per_worker_serving_file_mib": (peak.peak_process_file_rss / mib
+                                                 if peak and peak.peak_process_file_rss is not None else None),
         "peak_rss_per_worker_W1_mib": server.memory["W1"].peak_process_rss / mib if "W1" in server.memory else None,
         "peak_rss_tree_serving_mib": max((t.peak_tree_rss for t in serving), default=0) / mib,
         "peak_rss_during_load_mib": server.memory["load"].peak_process_rss / mib if "load" in server.memory else None,

@@ -57,6 +57,20 @@ def _num(value: float | None, fmt: str = "{:,.0f}") -> str:
     return "–" if value is None else fmt.format(value)
 
 
+def _rss_with_file(mem: dict[str, Any]) -> str:
+    """The serving peak and its file-backed part, e.g. `480 MiB (118 file)` (older results have no file part)."""
+    total = _num(mem["peak_rss_per_worker_serving_mib"], "{:,.0f} MiB")
+    file_backed = mem.get("peak_rss_per_worker_serving_file_mib")
+    return total if file_backed is None else f"{total} ({file_backed:,.0f} file)"
+
+
+def _cold_start(entry: dict[str, Any]) -> str:
+    """The median cold start and, when there were several starts, their range: `2.4 s (2.3-7.4)`."""
+    median = _num(entry["cold_start_s"], "{:.1f} s")
+    runs = entry.get("cold_start_runs_s") or []
+    return f"{median} ({min(runs):.1f}-{max(runs):.1f})" if len(runs) > 1 else median
+
+
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for entry in results["contenders"].values():
@@ -77,9 +91,9 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             " · ".join(_num(w[k]["tokens_per_s"]) for k in ("W1", "W2", "W3")),
             " · ".join(_num(w[k]["mfu"] * 100 if w[k]["mfu"] is not None else None, "{:.0f}%")
                        for k in ("W1", "W2", "W3")) + f" ({entry['dtype_for_mfu']})",
-            _num(mem["peak_rss_per_worker_serving_mib"], "{:,.0f} MiB"),
+            _rss_with_file(mem),
             _num(mem["vmhwm_mib"], "{:,.0f} MiB"),
-            _num(entry["cold_start_s"], "{:.1f} s"),
+            _cold_start(entry),
         ])
     return rows
 
@@ -207,6 +221,11 @@ def render(results: dict[str, Any]) -> str:
     add("- Each contender is its own server process on a free 127.0.0.1 port, started one at a time "
         "(cold start = process start to the first 200 on its health route: `/api/health/` for (a) and (c), "
         "`/health` for Infinity). All stay up for the whole run; only one is sent traffic at a time.")
+    starts = plan.get("cold_starts", 1)
+    if starts > 1:
+        add(f"- Cold start: the median of {starts} starts per contender, in brackets their range: the measured "
+            f"server's own start, then {starts - 1} more after the run, each server started alone and stopped "
+            "once healthy (a single start is a noisy sample).")
     add(f"- Warm-up: 1 W1 call and {plan['warmup_calls']} W2 calls per contender, not measured.")
     add(f"- W1 and W2: {plan['w1_rounds']} and {plan['w2_rounds']} rounds of {plan['w1_block']} and "
         f"{plan['w2_block']} sequential calls per contender; the contender order rotates every round, so "
@@ -216,7 +235,10 @@ def render(results: dict[str, Any]) -> str:
     add("- Every response is checked (HTTP 200, one score per document). Requests come from a fixed-seed "
         "pool of distinct requests; every contender gets the same requests in the same order.")
     add("- Memory: RSS of each server's process tree sampled every 50 ms (psutil); \"per worker\" is the "
-        "largest single process. \"incl. load\" is the kernel's high-water mark (VmHWM), which catches the "
+        "largest single process; in brackets, the file-backed part of it in the same sample (psutil's `shared`: "
+        "the code of the shared libraries and the pages of the mapped model file the process touched), which "
+        "the kernel can drop and re-read, and which tells a change of the process's own memory from one of its "
+        "file pages. \"incl. load\" is the kernel's high-water mark (VmHWM), which catches the "
         "model-loading spike that sampling can miss.")
     service_python = results["settings"].get("service_python")
     if service_python:

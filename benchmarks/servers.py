@@ -123,6 +123,9 @@ class MemoryTrack:
     """RSS of a server's process tree, sampled; the per-process peak is the 'per worker' figure."""
 
     peak_process_rss: int = 0  # largest single process in the tree (a worker)
+    # The file-backed part of that process's RSS in the sample that set the peak (psutil's `shared`: RssFile +
+    # RssShmem, the shared libraries' code and the mapped model file); the rest is the process's own memory.
+    peak_process_file_rss: int | None = None  # None where psutil cannot tell (not Linux)
     peak_tree_rss: int = 0  # the whole tree (supervisor + workers)
     samples: int = 0
     processes: int = 0
@@ -198,8 +201,12 @@ class ServerProcess:
         except (httpx.HTTPError, ValueError):
             self.info = None
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def tree(self) -> list[psutil.Process]:
-        if self.proc is None or self.proc.poll() is not None:
+        if not self.running:
             return []
         try:
             root = psutil.Process(self.proc.pid)
@@ -211,7 +218,7 @@ class ServerProcess:
         """`tree()`, re-listed at most every TREE_REFRESH_S: listing children scans all of /proc (1.5 ms a server
         on the bench machine), reading a known process's RSS costs 0.02 ms. Listed every 50 ms for five servers,
         the sampler took 8 ms of every 50 from the 2 cores the measured server runs on."""
-        if self.proc is None or self.proc.poll() is not None:
+        if not self.running:
             return []
         now = time.monotonic() if now is None else now
         if self._tree_listed_at is None or now - self._tree_listed_at >= TREE_REFRESH_S:
@@ -221,17 +228,22 @@ class ServerProcess:
 
     def sample_memory(self) -> None:
         procs = self.sampled_tree()
-        rss = []
+        rss, file_backed = [], []
         for proc in procs:
             try:
-                rss.append(proc.memory_info().rss)
+                info = proc.memory_info()
             except psutil.Error:
                 continue
+            rss.append(info.rss)
+            file_backed.append(getattr(info, "shared", None))  # Linux; elsewhere unknown
         if not rss:
             return
+        largest = max(range(len(rss)), key=rss.__getitem__)
         with self._lock:
             track = self.memory.setdefault(self.phase, MemoryTrack())
-            track.peak_process_rss = max(track.peak_process_rss, max(rss))
+            if rss[largest] > track.peak_process_rss:
+                track.peak_process_rss = rss[largest]
+                track.peak_process_file_rss = file_backed[largest]
             track.peak_tree_rss = max(track.peak_tree_rss, sum(rss))
             track.samples += 1
             track.processes = max(track.processes, len(rss))
@@ -264,7 +276,7 @@ class ServerProcess:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the process group this harness created for this server (SIGTERM, then SIGKILL)."""
-        if self.proc is None or self.proc.poll() is not None:
+        if not self.running:
             return
         self.read_hwm()
         try:

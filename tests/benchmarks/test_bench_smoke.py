@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,7 +68,12 @@ def test_every_metric_is_present_and_sane(smoke_run):
         mem = entry["memory"]
         assert 20 < mem["peak_rss_per_worker_serving_mib"] < 24 * 1024, (key, mem)
         assert mem["vmhwm_mib"] >= mem["peak_rss_per_worker_serving_mib"] * 0.99
+        # the file-backed part of that peak (libraries' code, the mapped model): there, and only a part of it
+        assert 0 < mem["peak_rss_per_worker_serving_file_mib"] < mem["peak_rss_per_worker_serving_mib"], (key, mem)
         assert 0 < entry["cold_start_s"] < 120
+        runs = entry["cold_start_runs_s"]  # the measured start, then one more alone (the smoke plan's 2)
+        assert len(runs) == results["settings"]["plan"]["cold_starts"] == 2, (key, runs)
+        assert min(runs) <= entry["cold_start_s"] <= max(runs)
     assert results["contenders"]["seed"]["ratio_vs_seed"]["W1_p50"] == pytest.approx(1.0)
 
 
@@ -103,4 +109,6 @@ def test_markdown_report_has_the_table(smoke_run):
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == len(TABLE_COLUMNS) and all(cells), row
+        assert re.fullmatch(r"[\d,]+ MiB \([\d,]+ file\)", cells[TABLE_COLUMNS.index("peak RSS/worker serving")]), row
+        assert re.fullmatch(r"[\d.]+ s \([\d.]+-[\d.]+\)", cells[TABLE_COLUMNS.index("cold start")]), row
     assert "## Machine and versions" in markdown and "- CPU: **" in markdown

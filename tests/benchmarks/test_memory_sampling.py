@@ -62,6 +62,8 @@ def test_sample_memory_records_the_workers_peak_for_the_current_phase(server):
     track = server.memory["W2"]
     assert track.processes == 2
     assert track.peak_process_rss >= 64 * 2**20  # the worker holding 64 MiB is the largest process
+    # its file-backed part (the interpreter's and its libraries' mapped code) is there, and the 64 MiB are not in it
+    assert 0 < track.peak_process_file_rss <= track.peak_process_rss - 64 * 2**20
     assert track.peak_tree_rss > track.peak_process_rss
 
 
