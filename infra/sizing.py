@@ -51,6 +51,8 @@ FOOTPRINTS: dict[str, Footprint] = {
     #   python -m benchmarks.flavours --soak 60 (60 s of W1 only, 100 documents per request): fp32 605 MB (aten).
     # Again 2026-12-02, batches padded to their longest pair (service/engine/factory.py PAD_MULTIPLES), on an AMD
     # EPYC of another generation (Zen 5): soak fp32 540 MiB = 566 MB, bf16 520 MiB = 545 MB; flavours fp32 568 MB.
+    # Again 2026-12-03 on an Intel Xeon with AMX, with bf16's packed layers padding their rows to multiples of 64
+    # and its caches at 64 entries (service/memory.py): soak fp32 460 MiB = 482 MB, bf16 459 MiB = 481 MB.
     # The largest, 628 MB, rounded up: 650 MB, kept until the new path has as many runs behind it.
     # (It was 800 MB while the image carried sentence-transformers:
     # transformers imports scikit-learn and SciPy whenever they are installed, 85 MiB per worker; bf16 then

@@ -11,20 +11,22 @@ What grows a CPU torch worker's RSS while it serves (the soak in benchmarks/RESU
   proxy (2 cores, fp32, 2,048-token batches), W2 p50 542 ms at 4 MiB, 480 ms at 16 MiB, 404 ms at 32 MiB,
   378-392 ms at 64 MiB, against 425 ms with glibc's defaults, for a peak RSS within the noise of each other
   (603-636 MiB); what stays on the heap after a burst is trimmed when the worker goes idle (below).
-* Per-shape caches: oneDNN keeps a JIT-compiled primitive per distinct matmul shape (batch x padded length
-  varies with every request), up to 1,024 of them, and ideep (torch's oneDNN layer, which runs the packed
-  Linear layers of service/backends/packed_linear.py) keeps its own per-shape objects holding them, up to 1,024
-  too; both are large (measured: a bf16 Linear 384 -> 1536 fed 200 distinct row counts keeps +118 MiB after
-  malloc_trim with the default cache, +79 MiB with 64 entries). `configure_allocator` caps both at
-  `ONEDNN_CACHE_CAPACITY` (8, LRU) unless ONEDNN_PRIMITIVE_CACHE_CAPACITY / LRU_CACHE_CAPACITY are already
-  set. Measured in-process on the JinaBERT proxy, packed Linear layers, peak RSS (VmHWM) over two rounds of the
-  benchmark's 8 W1 + 8 W2 requests, time per round: fp32 745-792 MiB at 64 / 1,024 (the previous cap),
-  615 MiB at 16 / 16, 551 MiB at 8 / 8, 533-561 MiB at 4 / 4, for the same 25-26 s; bf16 571-590 MiB at
-  64 / 1,024, 496 MiB at 8 / 8 (18.5 vs 19.2-20.0 s). Re-creating a primitive costs far less than a forward
-  pass. With the caches capped, distinct sequence lengths no longer hold memory: the torch engine pads each
-  batch to its longest pair exactly (service.engine.factory.PAD_MULTIPLES; ONNX Runtime keeps multiples of
-  `PAD_MULTIPLE`, 16). bf16 weights are converted once (service/backends/bf16.py), so autocast's
-  cast copies of the weights never exist.
+* Per-shape caches: oneDNN keeps a JIT-compiled primitive per distinct matmul shape (batch x padded length varies
+  with every request), up to 1,024 of them, and ideep (torch's oneDNN layer, which runs the packed Linear layers of
+  service/backends/packed_linear.py) keeps its own per-shape objects holding them, up to 1,024 too; both are large
+  (measured: a bf16 Linear 384 -> 1536 fed 200 distinct row counts keeps +118 MiB after malloc_trim with the default
+  cache, +79 MiB with 64 entries). `configure_allocator` caps both (LRU) at `ONEDNN_CACHE_CAPACITY[precision]`
+  unless ONEDNN_PRIMITIVE_CACHE_CAPACITY / LRU_CACHE_CAPACITY are already set: 8 for fp32, 64 for bf16, whose packed
+  layers round their row counts up to a multiple of 64 (service/backends/packed_linear.py: a bf16 primitive costs
+  milliseconds to compile again, an fp32 one little), so that the shapes one 1,024-token batch budget produces (16
+  row counts x 4 layer shapes) stay cached. Measured in-process on the JinaBERT proxy, packed Linear layers, peak
+  RSS (VmHWM) over two rounds of the benchmark's 8 W1 + 8 W2 requests, time per round: fp32 745-792 MiB at 64 /
+  1,024 (the previous cap), 615 MiB at 16 / 16, 551 MiB at 8 / 8, 533-561 MiB at 4 / 4, for the same 25-26 s; bf16
+  571-590 MiB at 64 / 1,024, 496 MiB at 8 / 8 (18.5 vs 19.2-20.0 s) on exact row counts (measured on AMD EPYC; on an
+  Intel Xeon with AMX, bf16 with padded rows and 64 entries: 428 MiB against 406 at 8 exact, and 18 % faster on W2).
+  With the caches capped, distinct sequence lengths no longer hold memory: the torch engine pads each batch to its
+  longest pair exactly (service.engine.factory.PAD_MULTIPLES; ONNX Runtime keeps multiples of `PAD_MULTIPLE`, 16).
+  bf16 weights are converted once (service/backends/bf16.py), so autocast's cast copies of the weights never exist.
 * What is left free on the heap after a burst: `release_memory` (malloc_trim) hands it back when the
   inference thread goes idle.
 * Weights a conversion replaced: transformers maps model.safetensors into memory and the fp32 weights live in
@@ -54,7 +56,7 @@ MMAP_THRESHOLD = 64 * 1024 * 1024  # the torch flavour: its activations are allo
 # (infra/sizing.py) was measured with it.
 ARENA_MMAP_THRESHOLD = 4 * 1024 * 1024
 TRIM_INTERVAL_S = 1.0  # at most one malloc_trim per second (it walks the heap)
-ONEDNN_CACHE_CAPACITY = 8
+ONEDNN_CACHE_CAPACITY = {"fp32": 8, "bf16": 64}  # by the precision the torch engine serves (docstring)
 # Read from the environment when the first primitive (oneDNN) / the first cached op (ideep) is created.
 ONEDNN_CACHE_VARIABLES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "onednn_primitive_cache",
                           "LRU_CACHE_CAPACITY": "ideep_op_cache"}
@@ -83,14 +85,16 @@ def _glibc():
     return _libc or None
 
 
-def configure_allocator(arena_max: int = ARENA_MAX, mmap_threshold: int = MMAP_THRESHOLD) -> dict[str, object]:
-    """Cap malloc arenas and fix the mmap threshold for this process (before the inference threads start).
+def configure_allocator(arena_max: int = ARENA_MAX, mmap_threshold: int = MMAP_THRESHOLD,
+                        cache_capacity: int = ONEDNN_CACHE_CAPACITY["fp32"]) -> dict[str, object]:
+    """Cap malloc arenas and fix the mmap threshold for this process (before the inference threads start), and
+    cap oneDNN's and ideep's per-shape caches at `cache_capacity` (before the first primitive is created).
     Returns what was applied (shown in /info)."""
-    # Library knobs, not service settings: oneDNN and ideep only read them from the environment (an operator's
-    # value wins).
+    # Library knobs, not service settings: oneDNN and ideep only read them from the environment, once (an
+    # operator's value wins, and so does the value of an earlier call in this process).
     onednn = {}
     for variable, key in ONEDNN_CACHE_VARIABLES.items():
-        os.environ.setdefault(variable, str(ONEDNN_CACHE_CAPACITY))
+        os.environ.setdefault(variable, str(cache_capacity))
         onednn[key] = int(os.environ[variable])
     libc = _glibc()
     if libc is None:

@@ -18,6 +18,19 @@ the proxy in bf16: 2.5e-2, with every packed layer within 1e-6 of its original).
 replaced fp32 weights in the model file's memory mapping are handed back (`service.memory.drop_file_pages`), so
 the packed copies do not double the weights' memory.
 
+Rows padded to a bucket (`row_bucket`, bf16): oneDNN compiles a primitive per input shape and keeps the last few
+(service/memory.py caps its cache). An fp32 primitive is cheap to create; a bf16 one (AMX or AVX-512 BF16 kernels)
+is not: measured on an Intel Xeon with AMX (2 threads), a bf16 384 -> 3,072 layer fed row counts that change on
+every call ran at 282 GFLOP/s with the cache capped at 8 (each call compiles again; fp32 on the same calls: 291),
+against 2,234 GFLOP/s once the row counts were rounded up to multiples of 16. The engine pads each batch to its
+own longest pair, so the row count of a Linear (pairs x padded length) changes with every batch: a bf16 model's
+packed layers round their rows up to a multiple of `BF16_ROW_BUCKET` (zero rows, sliced off the output), which
+bounds the shapes one batch budget can produce (1,024 tokens: 16 row counts x 4 layer shapes, the cache bf16 gets
+in service/memory.py). Measured in-process on the JinaBERT proxy (bf16, same machine, interleaved runs): W2 p50
+169-177 ms exact with the cache at 8, 138 ms padded to 64 with the cache at 64 (W1 1,415-1,500 vs 1,254 ms; peak
+RSS 406 vs 428 MiB); padded to 32: 142 ms; only the bf16 layers padded (the fp32 attention projections exact):
+145 ms and 519 MiB. fp32 models stay exact: padded to 64 with the cache at 64, W2 233 vs 228 ms exact.
+
 `auto` packs on x86-64 CPUs (where it was measured); `onednn` packs wherever torch has oneDNN; `aten` never.
 The report's `line` is what the log and /info say: `linear: onednn (verified)` or `linear: aten (<reason>)`.
 """
@@ -43,6 +56,7 @@ LAYER_TOLERANCE = 1e-4
 # The batch size the weight layout is chosen for; measured on 144-368-token batches of 4-20 pairs: any hint
 # from 1,024 tokens up gives the same speed (a hint of 1 is 5-7 % slower).
 BATCH_HINT = 1024
+BF16_ROW_BUCKET = 64  # rows of a bf16 model's packed layers are rounded up to a multiple of this (docstring)
 PACKED_MACHINES = ("x86_64", "amd64")
 
 
@@ -63,12 +77,17 @@ def onednn_unavailable_reason(device: str = "cpu") -> str | None:
 
 
 class PackedLinear(torch.nn.Module):
-    """`linear`'s computation on a oneDNN-packed copy of its weight (same dtype); forward hooks carried over."""
+    """`linear`'s computation on a oneDNN-packed copy of its weight (same dtype); forward hooks carried over. With
+    `row_bucket`, the input's rows (all dimensions but the last) are padded with zeros to a multiple of it and the
+    output sliced back, so that oneDNN sees few distinct shapes."""
 
-    def __init__(self, linear: torch.nn.Linear, batch_hint: int = BATCH_HINT) -> None:
+    def __init__(self, linear: torch.nn.Linear, batch_hint: int = BATCH_HINT, row_bucket: int = 0) -> None:
         super().__init__()
+        if row_bucket < 0:
+            raise ValueError(f"row_bucket must be 0 (exact rows) or positive, not {row_bucket}")
         self.in_features = linear.in_features
         self.out_features = linear.out_features
+        self.row_bucket = row_bucket
         weight = linear.weight.detach()
         self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint))
         bias = linear.bias
@@ -77,11 +96,18 @@ class PackedLinear(torch.nn.Module):
         self._forward_hooks.update(linear._forward_hooks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        rows = x.numel() // self.in_features
+        padded = -(-rows // self.row_bucket) * self.row_bucket if self.row_bucket else rows
+        if padded == rows:
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        flat = torch.nn.functional.pad(x.reshape(rows, self.in_features), (0, 0, 0, padded - rows))
+        out = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")
+        return out[:rows].view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
+        rows = f", rows padded to multiples of {self.row_bucket}" if self.row_bucket else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " \
-               f"dtype={self.weight.dtype}, oneDNN-packed"
+               f"dtype={self.weight.dtype}, oneDNN-packed{rows}"
 
 
 @dataclass(frozen=True)
@@ -93,13 +119,15 @@ class LinearReport:
     max_score_diff: float | None = None  # whole model, aten vs packed, warm-up batch (reported, not gated: in
     #                                      bf16 a 1e-6 change upstream can flip a bf16 rounding downstream)
     replaced_mib_released: float = 0.0  # pages of the replaced weights handed back
+    row_bucket: int = 0  # rows padded to multiples of this (0: exact)
 
     @property
     def line(self) -> str:
-        return f"linear: {self.path} ({self.reason})"
+        rows = f"; rows padded to multiples of {self.row_bucket}" if self.row_bucket else ""
+        return f"linear: {self.path} ({self.reason}{rows})"
 
     def as_info(self) -> dict[str, Any]:
-        return {"path": self.path, "reason": self.reason, "packed_layers": self.layers,
+        return {"path": self.path, "reason": self.reason, "packed_layers": self.layers, "row_bucket": self.row_bucket,
                 "max_layer_error_vs_aten": self.max_layer_error, "max_score_diff_vs_aten": self.max_score_diff,
                 "replaced_mib_released": self.replaced_mib_released}
 
@@ -144,10 +172,11 @@ def _relative_error(layer: torch.nn.Module, x: torch.Tensor, expected: torch.Ten
 
 def pack_linears(model: torch.nn.Module, forward: Callable[[dict[str, np.ndarray]], np.ndarray],
                  features: dict[str, np.ndarray] | None, *, mode: str = "auto", device: str = "cpu",
-                 tolerance: float = LAYER_TOLERANCE, machine: str | None = None) -> LinearReport:
+                 tolerance: float = LAYER_TOLERANCE, machine: str | None = None, row_bucket: int = 0) -> LinearReport:
     """Pack `model`'s Linear layers (see the module docstring), keeping them packed only if every packed layer
     gives, on the input it saw in `forward` (the backend's) on `features`, its output within `tolerance` of its
-    largest value. Raises PackedLinearUnavailable for mode `onednn` where it cannot run."""
+    largest value; `row_bucket` pads each packed layer's rows (0: exact). Raises PackedLinearUnavailable for mode
+    `onednn` where it cannot run."""
     if mode not in LINEAR_MODES:
         raise ValueError(f"unsupported linear mode {mode!r}; choose from {LINEAR_MODES}")
     if mode == "aten":
@@ -174,7 +203,7 @@ def pack_linears(model: torch.nn.Module, forward: Callable[[dict[str, np.ndarray
     released = 0
     try:
         for parent, name, layer in layers:
-            packed = PackedLinear(layer)
+            packed = PackedLinear(layer, row_bucket=row_bucket)
             if id(layer) in seen:
                 error = _relative_error(packed, *seen[id(layer)])
                 errors.append((error if error == error else math.inf, f"{type(parent).__name__}.{name}"))
@@ -193,7 +222,7 @@ def pack_linears(model: torch.nn.Module, forward: Callable[[dict[str, np.ndarray
         return LinearReport("aten", f"packing changed {worst_name}'s output by {worst:.1e} of its largest value "
                                     f"(> {tolerance:.0e}); layers restored")
     score_diff = float(np.max(np.abs(after - before))) if before.size else 0.0
-    return LinearReport("onednn", "verified", len(layers), worst, score_diff, round(released / 2**20, 3))
+    return LinearReport("onednn", "verified", len(layers), worst, score_diff, round(released / 2**20, 3), row_bucket)
 
 
 def _restore(layers: list[tuple[torch.nn.Module, str, torch.nn.Linear]]) -> None:

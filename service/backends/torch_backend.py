@@ -4,7 +4,7 @@ At construction the attention path is switched to SDPA where the model's code al
 warm-up batch (service/backends/attention.py), in fp32; then, for bf16, the weights are converted once
 (service/backends/bf16.py, `bf16_mode="weights"`) or the forward runs under autocast (`"autocast"`); last, the
 Linear layers are packed for oneDNN and verified on the same batch (service/backends/packed_linear.py,
-`linear`)."""
+`linear`; a bf16 model's packed layers pad their rows to a bucket)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 from service.backends.attention import AttentionReport, switch_to_sdpa, verify_attention
 from service.backends.bf16 import BF16_MODES, autocast_context, convert_to_bf16
-from service.backends.packed_linear import LinearReport, pack_linears
+from service.backends.packed_linear import BF16_ROW_BUCKET, LinearReport, pack_linears
 
 logger = logging.getLogger("service.backend")
 
@@ -56,7 +56,10 @@ class TorchBackend:
         if self._autocast:  # autocast casts inside aten's Linear; a packed layer would stay fp32
             self.linear_report = LinearReport("aten", "bf16 autocast casts inside aten's Linear")
         else:
-            self.linear_report = pack_linears(model, self.forward, sample, mode=linear, device=self.device.type)
+            # bf16 primitives are costly to compile: bounded row counts keep them in oneDNN's cache (packed_linear)
+            row_bucket = BF16_ROW_BUCKET if self.bf16_conversion is not None else 0
+            self.linear_report = pack_linears(model, self.forward, sample, mode=linear, device=self.device.type,
+                                              row_bucket=row_bucket)
         logger.info("%s; %s", self.attention_report.line, self.linear_report.line)
 
     @property

@@ -25,7 +25,7 @@ from service.engine.factory import LoadedEngine, engine_options, thread_count, w
 from service.engine.implementation import choose_implementation
 from service.engine.reranker import RerankEngine
 from service.engine.tokenization import PairEncoder
-from service.memory import configure_allocator
+from service.memory import ONEDNN_CACHE_CAPACITY, configure_allocator
 from service.model_store import ModelNotAvailableError, ModelSource, load_reranker, resolve_device
 from service.native_gate import sample_batch
 from service.settings import Settings
@@ -46,14 +46,16 @@ def configure_threads(settings: Settings) -> int:
 
 def build_torch_engine(settings: Settings) -> LoadedEngine:
     started = time.perf_counter()
-    allocator = configure_allocator()
-    threads = configure_threads(settings)
     source = ModelSource.from_settings(settings)
     device = resolve_device(settings.rerank_device)
     verdict, verdict_problem = load_verdict(source)
     folder = model_directory(source)
     choice = choose_backend(backend=settings.rerank_backend, precision=settings.rerank_precision, device=device,
                             verdict=verdict, verdict_problem=verdict_problem, model_dir=folder)
+    # Before the model loads and the first oneDNN primitive exists: the cache size depends on the precision.
+    allocator = configure_allocator(cache_capacity=ONEDNN_CACHE_CAPACITY.get(choice.precision,
+                                                                             ONEDNN_CACHE_CAPACITY["fp32"]))
+    threads = configure_threads(settings)
     implementation = choose_implementation(
         settings.rerank_implementation, folder=folder, backend=choice.backend, device=device,
         max_length=settings.rerank_max_length)

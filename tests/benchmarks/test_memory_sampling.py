@@ -12,18 +12,23 @@ import pytest
 from benchmarks import servers
 from benchmarks.servers import Contender, ServerProcess
 
-# A "server" that starts a worker child after a moment and holds ~64 MiB in it, as uvicorn's workers do.
+# A "server" that starts a worker child after a moment and holds ~64 MiB in it, as uvicorn's workers do. The
+# worker creates the file named by the server's argument once all 64 MiB are written (so resident): an RSS
+# threshold alone is crossed while the bytes are still being written, since the interpreter's mapped code counts.
 SERVER = """
 import subprocess, sys, time
 time.sleep(0.3)
-child = subprocess.Popen([sys.executable, "-c", "b = bytearray(64 * 2**20); import time; time.sleep(60)"])
+worker = "b = bytearray(64 * 2**20); import pathlib, sys, time; pathlib.Path(sys.argv[1]).touch(); time.sleep(60)"
+child = subprocess.Popen([sys.executable, "-c", worker, sys.argv[1]])
 time.sleep(60)
 """
+READY = "worker-ready"
 
 
 @pytest.fixture
 def server(tmp_path):
-    contender = Contender(key="fake", label="fake", argv=lambda port: [sys.executable, "-c", SERVER], env={},
+    ready = str(tmp_path / READY)
+    contender = Contender(key="fake", label="fake", argv=lambda port: [sys.executable, "-c", SERVER, ready], env={},
                           health_path="/", rerank_path="/", body=lambda q, d: {}, parse=lambda p, n: [])
     process = ServerProcess(contender, tmp_path)
     process.start()
@@ -33,7 +38,7 @@ def server(tmp_path):
 
 def _wait_for_worker(server: ServerProcess, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while len(server.tree()) < 2 or server.tree()[1].memory_info().rss < 64 * 2**20:
+    while len(server.tree()) < 2 or not (server.log_dir / READY).exists():
         assert time.monotonic() < deadline, "the fake server's worker did not start"
         time.sleep(0.05)
 

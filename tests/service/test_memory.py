@@ -1,4 +1,5 @@
-"""service/memory.py: handing back the pages of weights nothing reads any more (bf16's replaced fp32 weights)."""
+"""service/memory.py: handing back the pages of weights nothing reads any more (bf16's replaced fp32 weights), and
+the allocator and per-shape cache bounds the torch engine sets."""
 
 from __future__ import annotations
 
@@ -11,8 +12,17 @@ import pytest
 import torch
 
 from service.backends import bf16
-from service.memory import configure_allocator, drop_file_pages, file_mappings, whole_pages
+from service.engine.factory import build_engine
+from service.memory import (
+    ONEDNN_CACHE_CAPACITY,
+    ONEDNN_CACHE_VARIABLES,
+    configure_allocator,
+    drop_file_pages,
+    file_mappings,
+    whole_pages,
+)
 from service.model_store import ModelSource, load_reranker
+from service.settings import load_settings
 from tests.support.proc import mapping_rss_kib
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -100,3 +110,19 @@ def test_the_onednn_and_ideep_caches_are_capped_unless_the_operator_set_them(mon
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
     assert (applied["onednn_primitive_cache"], applied["ideep_op_cache"]) == (8, 32)
     assert os.environ["LRU_CACHE_CAPACITY"] == "32"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_torch_engine_sizes_the_caches_for_the_precision_it_serves(alibi_model_dir, precision, monkeypatch):
+    # bf16's packed layers see bucketed row counts, whose primitives (costly to compile in bf16) must stay cached
+    for variable in ONEDNN_CACHE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(alibi_model_dir), RERANK_PRECISION=precision))
+    try:
+        expected = ONEDNN_CACHE_CAPACITY[precision]
+        assert expected == (64 if precision == "bf16" else 8)
+        memory = loaded.info["memory"]
+        assert (memory["onednn_primitive_cache"], memory["ideep_op_cache"]) == (expected, expected)
+        assert all(os.environ[variable] == str(expected) for variable in ONEDNN_CACHE_VARIABLES)
+    finally:
+        loaded.engine.stop()

@@ -59,6 +59,10 @@ def test_every_linear_is_packed_and_scores_like_aten(alibi_model_dir, precision)
     assert _linear_count(loaded.model) == (0, linears)
     assert _linear_count(reference_model.model) == (linears, 0)
     assert report.max_layer_error <= packed_linear.LAYER_TOLERANCE
+    # a bf16 model's layers see bucketed row counts (its primitives are costly to compile again); fp32 stays exact
+    assert report.row_bucket == (packed_linear.BF16_ROW_BUCKET if precision == "bf16" else 0)
+    assert ("rows padded to multiples of" in report.line) == (precision == "bf16")
+    assert {m.row_bucket for m in loaded.model.modules() if isinstance(m, PackedLinear)} == {report.row_bucket}
     features = _features(loaded)
     np.testing.assert_allclose(backend.forward(features), reference.forward(features), rtol=0, atol=1e-4)
     if precision == "bf16":  # bf16's cast-in / cast-out hooks travelled with the layers
@@ -203,3 +207,33 @@ def test_bf16_conversion_then_packing_keeps_bf16_inside_and_fp32_outside():
         out = layer(x)  # fp32 in: the cast-in hook travelled with the layer
         assert out.dtype == torch.float32  # and the cast-out one
         torch.testing.assert_close(out, model[0](x), rtol=0, atol=0)
+
+
+def _linear_input_shapes(run) -> list[list[int]]:
+    """The input shape oneDNN's packed Linear op was called with, for each call `run` makes."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as profile:
+        run()
+    return [event.input_shapes[0] for event in profile.events() if event.name == "mkldnn::_linear_pointwise"]
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_bucketed_layer_hands_onednn_padded_rows_and_gives_the_layers_output(dtype):
+    linear = torch.nn.Linear(24, 40).eval().to(dtype)
+    exact, bucketed = PackedLinear(linear), PackedLinear(linear, row_bucket=16)
+    with torch.inference_mode():
+        for shape in [(3, 7, 24), (2, 8, 24), (1, 24), (5, 24)]:  # 21, 16 (a multiple already), 1 and 5 rows
+            x = torch.randn(*shape).to(dtype)
+            rows = x.numel() // 24
+            got = bucketed(x)
+            assert got.shape == (*shape[:-1], 40) and got.dtype == dtype
+            torch.testing.assert_close(got, exact(x), rtol=0, atol=0)  # the zero rows do not change the real ones
+            torch.testing.assert_close(got.float(), linear(x).float(), rtol=1e-5, atol=1e-5)
+            padded = [list(shape)] if rows % 16 == 0 else [[-(-rows // 16) * 16, 24]]  # a multiple: as it is
+            assert _linear_input_shapes(lambda: bucketed(x)) == padded
+            assert _linear_input_shapes(lambda: exact(x)) == [list(shape)]
+        # a non-contiguous input (a transposed batch) is padded the same way
+        x = torch.randn(7, 3, 24).to(dtype).transpose(0, 1)
+        torch.testing.assert_close(bucketed(x), exact(x.contiguous()), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="row_bucket"):
+        PackedLinear(linear, row_bucket=-1)
