@@ -104,7 +104,8 @@ def test_weights_that_are_not_file_mapped_are_left_alone():
 
 
 def test_the_onednn_and_ideep_caches_are_capped_unless_the_operator_set_them(monkeypatch):
-    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "")  # recorded, so that what is set here is undone after
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "32")  # an operator's value wins
     applied = configure_allocator()
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
@@ -116,7 +117,8 @@ def test_the_onednn_and_ideep_caches_are_capped_unless_the_operator_set_them(mon
 def test_the_torch_engine_sizes_the_caches_for_the_precision_it_serves(alibi_model_dir, precision, monkeypatch):
     # bf16's packed layers see bucketed row counts, whose primitives (costly to compile in bf16) must stay cached
     for variable in ONEDNN_CACHE_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.setenv(variable, "")  # recorded, so that what the engine sets is undone after the test
+        monkeypatch.delenv(variable)
     loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(alibi_model_dir), RERANK_PRECISION=precision))
     try:
         expected = ONEDNN_CACHE_CAPACITY[precision]
