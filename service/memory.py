@@ -121,7 +121,7 @@ def release_memory(*, force: bool = False) -> bool:
     return bool(libc.malloc_trim(0))
 
 
-def _round_up(value: int, multiple: int) -> int:
+def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
@@ -148,14 +148,14 @@ def whole_pages(ranges: list[tuple[int, int]], keep: list[tuple[int, int]], mapp
     inside a file mapping, and that share no byte with any range of `keep`."""
     spans = []
     for address, size in ranges:
-        first = _round_up(address, page)
+        first = round_up(address, page)
         last = (address + size) // page * page
         if last <= first or not any(start <= first and last <= end for start, end in mappings):
             continue
         cuts = [(first, last)]
         for kept_address, kept_size in keep:
             kept_first = kept_address // page * page
-            kept_last = _round_up(kept_address + kept_size, page)
+            kept_last = round_up(kept_address + kept_size, page)
             cuts = [piece for lo, hi in cuts
                     for piece in ((lo, min(hi, kept_first)), (max(lo, kept_last), hi)) if piece[1] > piece[0]]
         spans.extend((lo, hi - lo) for lo, hi in cuts)
@@ -189,5 +189,5 @@ def drop_file_pages(replaced: list[tuple[int, int]], still_used: list[tuple[int,
 
 def padded_length(longest: int, limit: int | None = None, multiple: int = PAD_MULTIPLE) -> int:
     """`longest` rounded up to a multiple of `multiple`, never beyond `limit` (the model's max length)."""
-    padded = _round_up(max(1, longest), multiple)
+    padded = round_up(max(1, longest), multiple)
     return min(padded, limit) if limit else padded

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from service.backends.attention import warmup_scores
-from service.memory import drop_file_pages, tensor_spans
+from service.memory import drop_file_pages, round_up, tensor_spans
 
 LINEAR_MODES = ("auto", "onednn", "aten")
 # A packed layer's output may differ from aten's by this fraction of its largest value (measured on the JinaBERT
@@ -97,7 +97,7 @@ class PackedLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        padded = -(-rows // self.row_bucket) * self.row_bucket if self.row_bucket else rows
+        padded = round_up(rows, self.row_bucket) if self.row_bucket else rows
         if padded == rows:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         flat = torch.nn.functional.pad(x.reshape(rows, self.in_features), (0, 0, 0, padded - rows))
