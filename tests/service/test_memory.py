@@ -103,9 +103,15 @@ def test_weights_that_are_not_file_mapped_are_left_alone():
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
 
 
-def test_the_onednn_and_ideep_caches_are_capped_unless_the_operator_set_them(monkeypatch):
-    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "")  # recorded, so that what is set here is undone after
-    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+@pytest.fixture
+def no_cache_variables(monkeypatch):
+    """Neither cache variable set; whatever a test (or the engine it builds) sets is undone after it."""
+    for variable in ONEDNN_CACHE_VARIABLES:
+        monkeypatch.setenv(variable, "")  # recorded first: delenv alone records nothing for an unset variable
+        monkeypatch.delenv(variable)
+
+
+def test_the_onednn_and_ideep_caches_are_capped_unless_the_operator_set_them(no_cache_variables, monkeypatch):
     monkeypatch.setenv("LRU_CACHE_CAPACITY", "32")  # an operator's value wins
     applied = configure_allocator()
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
@@ -114,11 +120,9 @@ def test_the_onednn_and_ideep_caches_are_capped_unless_the_operator_set_them(mon
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_the_torch_engine_sizes_the_caches_for_the_precision_it_serves(alibi_model_dir, precision, monkeypatch):
+def test_the_torch_engine_sizes_the_caches_for_the_precision_it_serves(alibi_model_dir, precision,
+                                                                       no_cache_variables):
     # bf16's packed layers see bucketed row counts, whose primitives (costly to compile in bf16) must stay cached
-    for variable in ONEDNN_CACHE_VARIABLES:
-        monkeypatch.setenv(variable, "")  # recorded, so that what the engine sets is undone after the test
-        monkeypatch.delenv(variable)
     loaded = build_engine(load_settings(RERANK_MODEL_PATH=str(alibi_model_dir), RERANK_PRECISION=precision))
     try:
         expected = ONEDNN_CACHE_CAPACITY[precision]
