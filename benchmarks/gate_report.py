@@ -1,5 +1,6 @@
 """gate.json for RESULTS.md: the precision gate's verdict (not written to the models) on the trained test model
-and on the random JinaBERT-shaped proxy, side by side.
+and on the random JinaBERT-shaped proxy, side by side, with the CPU they were taken on (the speed column, and
+which options are worth offering, depend on it).
 
     python -m benchmarks.gate_report [--json benchmarks/gate.json]
 """
@@ -16,6 +17,7 @@ if __package__ in (None, ""):
 
 
 def main(argv=None) -> int:
+    from benchmarks.machine import cpu_label
     from benchmarks.servers import BENCH_DIR, PROJECT_ROOT, WORK_DIR
     from service.fidelity_gate import run_gate
     from tests.support.model_factory import JINA_TINY_DIMS, cached_model
@@ -28,7 +30,9 @@ def main(argv=None) -> int:
             cached_model("trained", PROJECT_ROOT / ".cache" / "test-models"),
         "random JinaBERT-shaped proxy": cached_model("alibi", WORK_DIR / "models", **JINA_TINY_DIMS),
     }
-    out = {label: run_gate(path, options=["torch-bf16"], write=False).to_json() for label, path in models.items()}
+    verdicts = {label: run_gate(path, options=["torch-bf16"], write=False).to_json()
+                for label, path in models.items()}
+    out = {"cpu": cpu_label(), "verdicts": verdicts}
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 

@@ -45,6 +45,21 @@ def cpu_info() -> dict[str, Any]:
     return info
 
 
+def cpu_label(info: dict[str, Any] | None = None) -> str:
+    """One line naming the CPU a measurement ran on, e.g. "AMD EPYC (AuthenticAMD family 25, model 17; AVX-512
+    BF16, VNNI, no AMX), 2 CPUs": the soak and the precision gate record it with their figures, which are taken
+    in separate runs, possibly on another machine than the benchmark's."""
+    info = info if info is not None else cpu_info()
+    flags = set(str(info.get("flags") or "").split())
+    generation = ", ".join(f"{label} {info[key]}" for label, key in (("family", "family"), ("model", "model_number"))
+                           if info.get(key))
+    features = [name for flag, name in (("avx512_bf16", "AVX-512 BF16"), ("avx512_vnni", "VNNI")) if flag in flags]
+    features.append("AMX" if any(f.startswith("amx") for f in flags) else "no AMX")
+    vendor = " ".join(str(part) for part in (info.get("vendor"), generation) if part)
+    return (f"{info.get('model') or 'unknown CPU'} ({vendor + '; ' if vendor else ''}{', '.join(features)}), "
+            f"{info.get('affinity') or info.get('cores_online') or '?'} CPUs")
+
+
 def versions(infinity_python: Path | None = None) -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for dist in ("torch", "transformers", "sentence-transformers", "tokenizers", "fastapi", "uvicorn",

@@ -43,6 +43,13 @@ def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+def _measured_on(cpus: set[str | None]) -> str:
+    """The sentence naming the CPU of a section run apart from the benchmark (soak, gate): it may be another
+    machine than the one under "Machine and versions"."""
+    named = sorted(cpu for cpu in cpus if cpu)
+    return f" Measured on {' and '.join(named)}." if named else " The CPU it ran on was not recorded."
+
+
 def _ms(value: float | None) -> str:
     if value is None:
         return "–"
@@ -169,7 +176,8 @@ def render(results: dict[str, Any]) -> str:
         add("`python -m benchmarks.soak`: capacity measured first (W2-shaped requests, 8 clients, 10 s), then "
             "mixed traffic (1 W1-shaped 100-document request per 4 W2-shaped ones, 8 clients) paced at that "
             "rate. Peak = VmHWM of the worker process, load included; in an image also the container's cgroup "
-            "peak (page cache included).\n")
+            "peak (page cache included)."
+            + _measured_on({r.get("cpu") for r in results["soak"]}) + "\n")
         add("| precision | where | capacity (W2 req/s) | mixed requests / s | failed | peak RSS per worker | "
             "RSS at the end | container peak | error |")
         add("|---|---|---|---|---|---|---|---|---|")
@@ -183,10 +191,11 @@ def render(results: dict[str, Any]) -> str:
     if results.get("gate"):
         add("### Precision gate (`python -m benchmarks.gate_report`)\n")
         add("The verdict `service/fidelity_gate.py` takes (512 calibration pairs, bf16 with converted weights "
-            "vs fp32): Spearman >= 0.999, mean top-10 overlap >= 0.98, max |score difference| <= 0.01.\n")
+            "vs fp32): Spearman >= 0.999, mean top-10 overlap >= 0.98, max |score difference| <= 0.01."
+            + _measured_on({results["gate"].get("cpu")}) + "\n")
         add("| model | option | Spearman | top-10 overlap | max abs diff | mean abs diff | speed vs fp32 | verdict |")
         add("|---|---|---|---|---|---|---|---|")
-        for label, verdict in results["gate"].items():
+        for label, verdict in results["gate"]["verdicts"].items():
             for option, e in verdict["options"].items():
                 if option == verdict.get("reference"):
                     continue

@@ -30,6 +30,7 @@ import httpx
 
 from benchmarks import service_env
 from benchmarks.containers import cgroup_peak_bytes, container_logs, worker_memory_kib
+from benchmarks.machine import cpu_label
 from benchmarks.servers import PROJECT_ROOT, WORK_DIR, ServerProcess, free_port, service_contender
 from benchmarks.workloads import WorkloadSizes, build_workloads
 
@@ -52,6 +53,7 @@ class SoakResult:
     rss_timeline_mib: list[float] = field(default_factory=list)
     info: dict[str, Any] | None = None
     error: str | None = None
+    cpu: str = ""  # benchmarks.machine.cpu_label(): the soak runs apart from the benchmark, maybe elsewhere
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -182,7 +184,7 @@ def _drive(url: str, requests: list, *, rate: float | None, seconds: float,
 
 
 def soak_one(target, precision: str, where: str, seconds: float, clients: int = 8) -> SoakResult:
-    result = SoakResult(precision, where)
+    result = SoakResult(precision, where, cpu=cpu_label())
     w1, w2, _ = build_workloads(WorkloadSizes())
     mixed = []
     for i in range(len(w2.requests) * 2):

@@ -53,6 +53,8 @@ FOOTPRINTS: dict[str, Footprint] = {
     # EPYC of another generation (Zen 5): soak fp32 540 MiB = 566 MB, bf16 520 MiB = 545 MB; flavours fp32 568 MB.
     # Again 2026-12-03 on an Intel Xeon with AMX, with bf16's packed layers padding their rows to multiples of 64
     # and its caches at 64 entries (service/memory.py): soak fp32 460 MiB = 482 MB, bf16 459 MiB = 481 MB.
+    # Again 2026-12-03 on an AMD EPYC Zen 4 (AVX-512 BF16, no AMX), same code: soak fp32 455 MiB = 477 MB,
+    # bf16 421 MiB = 441 MB, no failed request.
     # The largest, 628 MB, rounded up: 650 MB, kept until the new path has as many runs behind it.
     # (It was 800 MB while the image carried sentence-transformers:
     # transformers imports scikit-learn and SciPy whenever they are installed, 85 MiB per worker; bf16 then
