@@ -45,17 +45,25 @@ def cpu_info() -> dict[str, Any]:
     return info
 
 
+def cpu_generation(info: dict[str, Any]) -> str:
+    """"family 25, model 17, stepping 1" from cpu_info(): what tells CPUs with the same bare model name apart."""
+    return ", ".join(f"{label} {info[key]}" for label, key in (("family", "family"), ("model", "model_number"),
+                                                               ("stepping", "stepping")) if info.get(key))
+
+
+def has_amx(info: dict[str, Any]) -> bool:
+    return any(flag.startswith("amx") for flag in str(info.get("flags") or "").split())
+
+
 def cpu_label(info: dict[str, Any] | None = None) -> str:
-    """One line naming the CPU a measurement ran on, e.g. "AMD EPYC (AuthenticAMD family 25, model 17; AVX-512
+    """One line naming the CPU a measurement ran on, e.g. "AMD EPYC (AuthenticAMD family 25, model 17, stepping 1; AVX-512
     BF16, VNNI, no AMX), 2 CPUs": the soak and the precision gate record it with their figures, which are taken
     in separate runs, possibly on another machine than the benchmark's."""
     info = info if info is not None else cpu_info()
     flags = set(str(info.get("flags") or "").split())
-    generation = ", ".join(f"{label} {info[key]}" for label, key in (("family", "family"), ("model", "model_number"))
-                           if info.get(key))
     features = [name for flag, name in (("avx512_bf16", "AVX-512 BF16"), ("avx512_vnni", "VNNI")) if flag in flags]
-    features.append("AMX" if any(f.startswith("amx") for f in flags) else "no AMX")
-    vendor = " ".join(str(part) for part in (info.get("vendor"), generation) if part)
+    features.append("AMX" if has_amx(info) else "no AMX")
+    vendor = " ".join(str(part) for part in (info.get("vendor"), cpu_generation(info)) if part)
     return (f"{info.get('model') or 'unknown CPU'} ({vendor + '; ' if vendor else ''}{', '.join(features)}), "
             f"{info.get('affinity') or info.get('cores_online') or '?'} CPUs")
 

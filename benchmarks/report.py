@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import cpu_generation, has_amx
+
 # Issue 9's targets, checked (not enforced) in the report: per service variant, ratios to the seed server.
 TARGETS = {
     "fp32": {"W1_p50": 0.45, "W2_p50": 0.8, "W3_throughput": 1.25},
@@ -302,14 +304,13 @@ def render(results: dict[str, Any]) -> str:
     if section := flavours_section():
         add(section)
     add("## Machine and versions\n")
-    generation = ", ".join(f"{label} {m[key]}" for label, key in (("family", "family"), ("model", "model_number"),
-                                                                  ("stepping", "stepping")) if m.get(key))
+    generation = cpu_generation(m)
     add(f"- CPU: **{m.get('model')}** ({m.get('vendor')}{', ' + generation if generation else ''}), "
         f"{m.get('cores_online')} CPUs "
         f"({m.get('threads_per_core')} thread(s) per core), L2 {m.get('l2')}, L3 {m.get('l3')}, "
         f"hypervisor {m.get('hypervisor') or 'none'}, {m.get('memory_gib')} GiB memory; {m.get('platform')}.")
     add(f"- Matmul-relevant flags: `{' '.join(m.get('matmul_flags', []))}`; "
-        f"AMX: {'yes' if 'amx' in m.get('flags', '') else 'no'}; "
+        f"AMX: {'yes' if has_amx(m) else 'no'}; "
         f"torch CPU capability: {v.get('torch cpu capability')}.")
     add("- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val and k not in (
         "torch cpu capability", "torch threads")) + ".")
