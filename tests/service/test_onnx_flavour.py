@@ -224,6 +224,10 @@ def test_auto_precision_takes_int8_only_when_the_verdict_passed_it(tmp_path):
     assert precision == "int8" and "passed the gate" in reason and info["options"]["onnx-int8"]["passed"]
     _verdict(tmp_path, {"passed": True, "speedup_vs_reference": 0.9})  # passed, but not faster
     assert choose_onnx_precision("auto", tmp_path)[0] == "fp32"
+    # Faster than torch fp32 but not than onnx-fp32 (1.1x), which is what this flavour runs without it.
+    _verdict(tmp_path, {"passed": True, "speedup_vs_reference": 1.05})
+    precision, reason, _ = choose_onnx_precision("auto", tmp_path)
+    assert precision == "fp32" and "not faster than onnx-fp32 (1.05x against 1.10x" in reason, reason
     assert choose_onnx_precision("fp32", tmp_path)[0] == "fp32"
     _verdict(tmp_path, {"passed": False, "failed": ["spearman"], "speedup_vs_reference": 2.0})
     assert choose_onnx_precision("int8", tmp_path)[0] == "int8"  # explicit: the user's call
