@@ -61,6 +61,7 @@ Public API::
     runs_natively(option, features) -> tuple[bool, str]
     choose_option(verdict, available, features) -> AutoChoice   # what `auto` runs, and why (with the figures)
     run_gate(model_dir, *, max_length=512, options=None, threads=None, log=print) -> Verdict
+    time_again(entries, seconds_of, log) / settle_speeds(entries, reference_seconds)   # the timings' second pass
     gate_in_child(model_dir, *, max_length=512, timeout=1800) -> Verdict | None   # what model_download calls
 """
 
@@ -535,14 +536,10 @@ def run_gate(model_dir: Path | str, *, max_length: int = 512, options: Sequence[
         results[option] = {**compare(reference, scores, query_ids, thresholds), "timings": [round(seconds, 3)],
                            **facts}
         log(f"  {option}: {seconds:.2f} s")
-    _time_again(results, lambda option: scored(option)[1], log)
-    for entry in results.values():
-        if "timings" in entry:
-            entry["seconds"] = min(entry["timings"])
-    best_reference = results[REFERENCE_OPTION]["seconds"]
-    for option, entry in results.items():
-        if "timings" in entry:
-            entry["speedup_vs_reference"] = round(best_reference / entry["seconds"], 3) if entry["seconds"] else None
+    contenders = {option: entry for option, entry in results.items() if entry.get("passed") and "timings" in entry}
+    if len(contenders) > 1:  # a reduced option passed besides the reference: auto has a choice to make
+        time_again(contenders, lambda option: scored(option)[1], log)
+    settle_speeds(results, min(results[REFERENCE_OPTION]["timings"]))
     features = cpu_features()
     verdict = Verdict(
         options=results, thresholds=dict(thresholds), calibration=calibration.describe(), versions=_versions(),
@@ -558,23 +555,32 @@ def run_gate(model_dir: Path | str, *, max_length: int = 512, options: Sequence[
     return verdict
 
 
-def _time_again(results: dict[str, dict[str, Any]], seconds_of: Callable[[str], float],
-                log: Callable[[str], None], passes: int = TIMING_PASSES) -> None:
-    """More timings (appended to each entry's `timings`) of the reference and the options that passed, each pass
-    in the reverse order of the one before; nothing when no reduced option passed (there is no choice to make)."""
-    contenders = [option for option, entry in results.items() if entry.get("passed") and "timings" in entry]
-    if contenders == [REFERENCE_OPTION] or REFERENCE_OPTION not in contenders:
-        return
+def time_again(entries: dict[str, dict[str, Any]], seconds_of: Callable[[str], float],
+               log: Callable[[str], None], *, warn: Callable[[str], None] | None = None,
+               passes: int = TIMING_PASSES) -> None:
+    """Time the options of `entries` (verdict entries, in the order they were first timed) `passes - 1` more times,
+    each pass in the reverse order of the one before, appending to each entry's `timings`. A timing that raises is
+    reported to `warn` (default `log`) and leaves that entry's earlier timings standing."""
+    order = list(entries)
     for number in range(2, passes + 1):
-        contenders.reverse()
-        for option in contenders:
+        order.reverse()
+        for option in order:
             try:
                 seconds = seconds_of(option)
             except Exception as exc:  # noqa: BLE001 - it was scored and timed once: that timing stands
-                log(f"  {option}: timing pass {number} failed ({type(exc).__name__}: {exc}); its first timing stands")
+                (warn or log)(f"  {option}: timing pass {number} failed ({type(exc).__name__}: {exc}); its first "
+                              "timing stands")
                 continue
-            results[option]["timings"].append(round(seconds, 3))
+            entries[option]["timings"].append(round(seconds, 3))
             log(f"  {option}: {seconds:.2f} s (timing pass {number})")
+
+
+def settle_speeds(entries: dict[str, dict[str, Any]], reference_seconds: float) -> None:
+    """Each timed entry's `seconds` = its best timing, and its `speedup_vs_reference` against `reference_seconds`."""
+    for entry in entries.values():
+        if "timings" in entry:
+            seconds = entry["seconds"] = min(entry["timings"])
+            entry["speedup_vs_reference"] = round(reference_seconds / seconds, 3) if seconds else None
 
 
 def _backend_facts(backend) -> dict[str, Any]:

@@ -121,19 +121,16 @@ class Gate:
         judged; each keeps its best timing (service/fidelity_gate.py: one timing per option, in a fixed order, ranked
         them by the build machine's slow spells). What `auto` decides with it is int8 against fp32, both against
         the same reference timing."""
-        for scored, model_file, precision in reversed(judged):
-            try:
-                engine = onnx_engine_for(folder, model_file, self.max_length, precision)
-                _, seconds = fidelity_gate._score_calibration(engine, self.calibration)
-            except Exception as exc:  # noqa: BLE001 - it was scored and timed once: that timing stands
-                logger.warning("%s: second timing failed (%s: %s); its first timing stands", scored.option,
-                               type(exc).__name__, exc)
-                continue
-            entry = scored.entry
-            entry["timings"].append(round(seconds, 3))
-            entry["seconds"] = min(entry["timings"])
-            entry["speedup_vs_reference"] = round(self.reference_seconds / entry["seconds"], 3) \
-                if entry["seconds"] else None
+        graphs = {scored.option: (model_file, precision) for scored, model_file, precision in judged}
+        entries = {scored.option: scored.entry for scored, _, _ in judged}
+
+        def seconds_of(option: str) -> float:
+            model_file, precision = graphs[option]
+            engine = onnx_engine_for(folder, model_file, self.max_length, precision)
+            return fidelity_gate._score_calibration(engine, self.calibration)[1]
+
+        fidelity_gate.time_again(entries, seconds_of, logger.info, warn=logger.warning)
+        fidelity_gate.settle_speeds(entries, self.reference_seconds)
 
 
 def _summary(scored: Scored) -> str:

@@ -152,7 +152,7 @@ def test_the_build_checked_the_native_implementation_and_the_service_follows_it(
         assert verdict["metrics"]["max_abs_diff"] <= 1e-4
         if info["backend"] == "onnx":
             # `auto` serves the fastest option that passed the precision gate at build time; on some CPUs that
-            # is ONNX Runtime (seen on an AMD EPYC Zen 4: onnx-fp32 1.30x torch-fp32), which the native torch
+            # is ONNX Runtime (seen on an AMD EPYC Zen 4: onnx-fp32 1.01x torch-fp32), which the native torch
             # model does not apply to. It says so, and torch, when asked for, serves natively.
             assert "onnx backend serves" in implementation["reason"], implementation
             torch_container = Container.run(image, "--network", "none", env={"RERANK_BACKEND": "torch"})
